@@ -227,6 +227,11 @@ class FrameAssembler:
     def has_camera_info(self, camera: str) -> bool:
         return camera in self._camera_info
 
+    def latest_image_stamp(self, camera: str) -> int | None:
+        with self._lock:
+            buffer = self._images.get(camera)
+            return buffer[-1].stamp_us if buffer else None
+
     # ------------------------------------------------------------------ assembly (worker thread)
 
     def _T_base(self, frame_id: str) -> np.ndarray:

@@ -1,0 +1,441 @@
+"""perception_node: LiDAR + six cameras -> BEVFusion -> detections, markers, BEV map, diagnostics.
+
+Thin wiring only (ARCHITECTURE.md §1): parameters, subscriptions, publishers, timers and message
+conversion. Frame assembly, diagnostics and the drop-oldest worker live in ``bevfusion_ros.perception``;
+the model in ``bevfusion_ros.runtime``.
+
+Threads: the subscriptions run on a MultiThreadedExecutor in their own callback groups (LiDAR, cameras,
+TF, timers) and only convert and buffer; the model runs on the worker thread with a queue of depth 1
+(drop-oldest, every drop counted), so ingestion never waits for inference.
+
+Input topics (remap with ``-r``): ``/LIDAR_TOP``, ``/CAM_*/image_rect_compressed`` (or ``/CAM_*/image_rect``
+with ``compressed_images: false``), ``/CAM_*/camera_info``, ``/tf``, ``/tf_static``.
+Outputs (in the node's namespace): ``~/detections``, ``~/detections_vision``, ``~/markers``,
+``~/map/<class>``, ``~/frame_status`` (one JSON line per LiDAR sweep: processed / dropped / rejected,
+latency, masked cameras: what the replay evaluation reads), and ``/diagnostics`` at 1 Hz.
+Services: ``~/set_active`` (std_srvs/SetBool): lifecycle-style stop/start of processing.
+
+Every bad input is counted in diagnostics and logged once per kind (rate-limited); the node never dies
+on input.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import rclpy
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+from std_msgs.msg import String
+from std_srvs.srv import SetBool
+
+from bevfusion_ros.classes import CAMERA_NAMES, MAP_CLASSES
+from bevfusion_ros.errors import UserError
+from bevfusion_ros.paths import share_dir
+from bevfusion_ros.perception.assembler import AssemblerConfig, FrameAssembler, InputRejected, Sweep
+from bevfusion_ros.perception.calibration_file import load_extrinsics
+from bevfusion_ros.perception.diagnostics import Diagnostics, LogLimiter
+from bevfusion_ros.perception.worker import LatestOnlyWorker
+from bevfusion_ros.ros import outputs
+from bevfusion_ros.ros.camera_info import CameraInfoError, camera_info_to_intrinsics
+from bevfusion_ros.ros.image import compressed_image_to_rgb, image_to_rgb
+from bevfusion_ros.ros.pointcloud import PointCloudError, pointcloud2_to_xyzi
+from bevfusion_ros.ros.qos import OUTPUT_QOS, SENSOR_QOS, TF_QOS, TF_STATIC_LISTENER_QOS
+from bevfusion_ros.ros.tf_buffer import TFBuffer
+from bevfusion_ros.ros.time import header_to_us, make_header
+
+BACKENDS = ("torch", "onnxruntime", "tensorrt")
+STATUS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=200, reliability=ReliabilityPolicy.RELIABLE,
+                        durability=DurabilityPolicy.VOLATILE)
+
+# name -> (default, description). Types follow the defaults.
+PARAMETERS: dict[str, tuple[object, str]] = {
+    "model_config": ("models/bevfusion-tiny.yaml", "model config YAML (relative paths: package share folder)"),
+    "checkpoint": ("models/bevfusion-tiny-synthetic.pt",
+                   "model checkpoint; empty = untrained weights from the config (plumbing tests only)"),
+    "backend": ("torch", f"inference back-end, one of {BACKENDS}"),
+    "device": ("cpu", "torch device for the torch back-end (cpu, cuda)"),
+    "num_threads": (2, "CPU threads for inference (torch / onnxruntime intra-op)"),
+    "compressed_images": (True, "subscribe to /CAM_*/image_rect_compressed (true) or raw /CAM_*/image_rect"),
+    "camera_names": (list(CAMERA_NAMES), "camera names, in the model's order"),
+    "sweeps": (0, "LiDAR sweeps per frame incl. the current one; 0 = the model config's lidar.sweeps"),
+    "max_camera_lidar_delay": (0.1, "s; a camera whose closest image is further from the LiDAR stamp is masked"),
+    "max_sweep_gap": (1.0, "s; previous sweeps older than this are not accumulated"),
+    "max_points": (400000, "clouds with more points are decimated to this many (counted as oversized_cloud)"),
+    "base_frame": ("base_link", "vehicle frame (tf_static parent of the sensors)"),
+    "map_frame": ("map", "world frame of the ego pose in /tf"),
+    "calibration_file": ("", "calib/*.yaml overriding /tf_static extrinsics; re-read when it changes"),
+    "publish_markers": (True, "publish ~/markers"),
+    "publish_map": (True, "publish ~/map/<class> occupancy grids"),
+    "marker_score_threshold": (0.3, "minimum score of a box drawn in ~/markers"),
+    "stale_after": (1.0, "s; an input silent this long while the LiDAR runs is reported as WARN"),
+    "diagnostics_period": (1.0, "s between /diagnostics messages"),
+    "log_period": (10.0, "s; each kind of bad input is logged at most once per period"),
+    "autostart": (True, "start processing at once (else wait for ~/set_active true)"),
+}
+
+
+@dataclass
+class Job:
+    sweep: Sweep
+    received_ns: int
+    ingest_ms: float
+    notes: list[str] = field(default_factory=list)
+
+
+class LockedTransforms:
+    """The TF buffer shared by the TF callbacks and the worker, behind one lock."""
+
+    def __init__(self, buffer: TFBuffer):
+        self.buffer = buffer
+        self.lock = threading.Lock()
+
+    def add_message(self, msg, static: bool) -> int:
+        with self.lock:
+            return self.buffer.add_message(msg, static=static)
+
+    def lookup(self, target_frame, source_frame, stamp_us):
+        with self.lock:
+            return self.buffer.lookup(target_frame, source_frame, stamp_us)
+
+
+def resolve(path: str) -> Path:
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else share_dir() / p
+
+
+def load_pipeline(params: dict):
+    """The configured PerceptionPipeline (imported lazily: torch is heavy)."""
+    from bevfusion_ros.runtime.pipeline import PerceptionPipeline
+
+    checkpoint = str(resolve(params["checkpoint"])) if params["checkpoint"] else None
+    return PerceptionPipeline(str(resolve(params["model_config"])), checkpoint, backend=params["backend"],
+                              device=params["device"])
+
+
+def model_sweeps(config_path: Path) -> int:
+    import yaml
+    try:
+        return int(yaml.safe_load(config_path.read_text())["lidar"]["sweeps"])
+    except Exception as err:  # noqa: BLE001
+        raise UserError(f"cannot read lidar.sweeps from model config {config_path}: {err}") from None
+
+
+class PerceptionNode(Node):
+    def __init__(self, node_name: str = "perception", *, pipeline=None, **kwargs):
+        super().__init__(node_name, **kwargs)
+        self.params = self._declare_parameters()
+        p = self.params
+        if pipeline is None:
+            torch_threads = int(p["num_threads"])
+            try:
+                import torch
+                torch.set_num_threads(torch_threads)
+            except ImportError:
+                pass
+            pipeline = load_pipeline(p)
+        self.pipeline = pipeline
+        sweeps = p["sweeps"] or model_sweeps(resolve(p["model_config"]))
+        self.camera_names = tuple(p["camera_names"])
+        self.tf = LockedTransforms(TFBuffer())
+        self.assembler = FrameAssembler(AssemblerConfig(
+            sweeps=sweeps, max_camera_lidar_delay_s=p["max_camera_lidar_delay"],
+            max_sweep_gap_s=p["max_sweep_gap"], max_points=p["max_points"], camera_names=self.camera_names,
+            base_frame=p["base_frame"], map_frame=p["map_frame"]), self.tf)
+        self.diag = Diagnostics(self.camera_names, stale_after_s=p["stale_after"], backend=p["backend"])
+        self.diag.set_info("sweeps", sweeps)
+        self.log_limiter = LogLimiter(p["log_period"])
+        self.active = bool(p["autostart"])
+        self._calib_mtime: float | None = None
+        self._publish_lock = threading.Lock()
+
+        # ---- publishers
+        try:
+            from bevfusion_msgs.msg import DetectedObjects3D
+            self.pub_objects = self.create_publisher(DetectedObjects3D, "~/detections", OUTPUT_QOS)
+        except ImportError:
+            self.pub_objects = None
+            self.get_logger().warning("bevfusion_msgs is not built (make setup): ~/detections is off")
+        try:
+            from vision_msgs.msg import Detection3DArray
+            self.pub_vision = self.create_publisher(Detection3DArray, "~/detections_vision", OUTPUT_QOS)
+        except ImportError:
+            self.pub_vision = None
+        from diagnostic_msgs.msg import DiagnosticArray
+        from nav_msgs.msg import OccupancyGrid
+        from visualization_msgs.msg import MarkerArray
+        self.pub_markers = self.create_publisher(MarkerArray, "~/markers", OUTPUT_QOS)
+        self.pub_maps = {name: self.create_publisher(OccupancyGrid, f"~/map/{name}", OUTPUT_QOS)
+                         for name in MAP_CLASSES}
+        self.pub_status = self.create_publisher(String, "~/frame_status", STATUS_QOS)
+        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", OUTPUT_QOS)
+
+        # ---- subscriptions, each kind in its own callback group
+        lidar_group = MutuallyExclusiveCallbackGroup()
+        camera_group = ReentrantCallbackGroup()
+        tf_group = MutuallyExclusiveCallbackGroup()
+        timer_group = MutuallyExclusiveCallbackGroup()
+        self.create_subscription(PointCloud2, "/LIDAR_TOP", self._on_lidar, SENSOR_QOS,
+                                 callback_group=lidar_group)
+        image_type, suffix = (CompressedImage, "image_rect_compressed") if p["compressed_images"] \
+            else (Image, "image_rect")
+        for name in self.camera_names:
+            self.create_subscription(image_type, f"/{name}/{suffix}",
+                                     lambda msg, cam=name: self._on_image(cam, msg), SENSOR_QOS,
+                                     callback_group=camera_group)
+            self.create_subscription(CameraInfo, f"/{name}/camera_info",
+                                     lambda msg, cam=name: self._on_camera_info(cam, msg), SENSOR_QOS,
+                                     callback_group=camera_group)
+        try:
+            from tf2_msgs.msg import TFMessage
+            self.create_subscription(TFMessage, "/tf", lambda m: self._on_tf(m, False), TF_QOS,
+                                     callback_group=tf_group)
+            self.create_subscription(TFMessage, "/tf_static", lambda m: self._on_tf(m, True),
+                                     TF_STATIC_LISTENER_QOS, callback_group=tf_group)
+        except ImportError:
+            self.get_logger().warning("tf2_msgs is not built (make setup): extrinsics only from calibration_file")
+        self.create_service(SetBool, "~/set_active", self._on_set_active, callback_group=timer_group)
+        self.create_timer(p["diagnostics_period"], self._on_diagnostics_timer, callback_group=timer_group)
+
+        self._check_calibration_file()
+        self.worker = LatestOnlyWorker(self._process, on_drop=self._on_drop, on_error=self._on_worker_error,
+                                       name="perception-model")
+        self.get_logger().info(
+            f"perception ready: backend={p['backend']} sweeps={sweeps} cameras={len(self.camera_names)} "
+            f"{'compressed' if p['compressed_images'] else 'raw'} images, "
+            f"{'active' if self.active else 'inactive (call ~/set_active)'}")
+
+    # ------------------------------------------------------------------ parameters
+
+    def _declare_parameters(self) -> dict:
+        values = {}
+        for name, (default, description) in PARAMETERS.items():
+            values[name] = self.declare_parameter(
+                name, default, ParameterDescriptor(description=description)).value
+        problems = []
+        if values["backend"] not in BACKENDS:
+            problems.append(f"backend must be one of {BACKENDS}, got {values['backend']!r}")
+        if int(values["sweeps"]) < 0:
+            problems.append(f"sweeps must be >= 0, got {values['sweeps']}")
+        for key in ("max_camera_lidar_delay", "max_sweep_gap", "stale_after", "diagnostics_period", "log_period"):
+            if not float(values[key]) > 0 and not (key == "max_camera_lidar_delay" and values[key] == 0):
+                problems.append(f"{key} must be > 0, got {values[key]}")
+        if int(values["max_points"]) < 1000:
+            problems.append(f"max_points must be >= 1000, got {values['max_points']}")
+        if not values["camera_names"] or any(not str(c) for c in values["camera_names"]):
+            problems.append("camera_names must be a non-empty list of names")
+        config = resolve(values["model_config"])
+        if not config.is_file():
+            problems.append(f"model_config {config} does not exist")
+        if values["checkpoint"] and not resolve(values["checkpoint"]).is_file():
+            problems.append(f"checkpoint {resolve(values['checkpoint'])} does not exist "
+                            f"(train one, or set checkpoint:='' for untrained weights)")
+        if values["calibration_file"] and not resolve(values["calibration_file"]).is_file():
+            problems.append(f"calibration_file {resolve(values['calibration_file'])} does not exist")
+        if problems:
+            raise UserError("bad parameter: " + "; ".join(problems))
+        for key in ("max_camera_lidar_delay", "max_sweep_gap", "stale_after", "diagnostics_period", "log_period",
+                    "marker_score_threshold"):
+            values[key] = float(values[key])
+        values["camera_names"] = [str(c) for c in values["camera_names"]]
+        return values
+
+    # ------------------------------------------------------------------ logging / counting
+
+    def _bad_input(self, reason: str, detail: str) -> None:
+        self.diag.count(reason)
+        should_log, suppressed = self.log_limiter.check(reason)
+        if should_log:
+            more = f" ({suppressed} more since the last report)" if suppressed else ""
+            self.get_logger().warning(f"{reason}: {detail}{more}")
+
+    def _publish_status(self, stamp_us: int, status: str, **extra) -> None:
+        self.pub_status.publish(String(data=json.dumps({"stamp_us": int(stamp_us), "status": status, **extra})))
+
+    # ------------------------------------------------------------------ ingestion callbacks
+
+    def _on_lidar(self, msg: PointCloud2, info) -> None:
+        # "received" = when the middleware took the message in (rmw timestamp, system clock), so time spent
+        # waiting for an executor thread counts toward the end-to-end latency
+        now_ns = time.time_ns()
+        received_ns = int(info.get("received_timestamp", 0) or 0) if isinstance(info, dict) else 0
+        if not 0 < now_ns - received_ns < 10_000_000_000:
+            received_ns = now_ns
+        start = time.perf_counter()
+        self.diag.tick("lidar")
+        try:
+            stamp_us = header_to_us(msg.header)
+        except Exception:  # noqa: BLE001
+            stamp_us = 0
+        if not self.active:
+            self.diag.count("inactive_skipped")
+            return
+        try:
+            points, nonfinite = pointcloud2_to_xyzi(msg)
+            sweep = self.assembler.add_lidar(stamp_us, str(msg.header.frame_id), points, received_ns)
+        except PointCloudError as err:
+            self._bad_input("bad_cloud", str(err))
+            self._publish_status(stamp_us, "rejected", reason="bad_cloud")
+            return
+        except InputRejected as err:
+            self._bad_input(err.reason, f"LiDAR {stamp_us} us: {err.detail}")
+            self._publish_status(stamp_us, "rejected", reason=err.reason)
+            return
+        notes = list(sweep.notes)
+        if nonfinite:
+            notes.append("nonfinite_points")
+        for note in notes:
+            self._bad_input(note, f"LiDAR {stamp_us} us ({msg.header.frame_id}): {note.replace('_', ' ')}")
+        ingest_ms = (time.perf_counter() - start) * 1e3
+        self.worker.submit(Job(sweep, received_ns, ingest_ms, notes))
+
+    def _on_image(self, camera: str, msg) -> None:
+        self.diag.tick(camera)
+        if not self.active:
+            return
+        decode = compressed_image_to_rgb if isinstance(msg, CompressedImage) else image_to_rgb
+        try:
+            self.assembler.add_image(camera, header_to_us(msg.header), str(msg.header.frame_id),
+                                     lambda m=msg: decode(m))
+        except InputRejected as err:
+            self._bad_input(err.reason, err.detail)
+
+    def _on_camera_info(self, camera: str, msg: CameraInfo) -> None:
+        try:
+            intrinsics = camera_info_to_intrinsics(msg)
+            self.assembler.set_camera_info(camera, intrinsics.K, intrinsics.width, intrinsics.height,
+                                           intrinsics.frame_id or camera)
+        except (CameraInfoError, InputRejected) as err:
+            self._bad_input("bad_camera_info", f"{camera}: {err}")
+
+    def _on_tf(self, msg, static: bool) -> None:
+        try:
+            self.tf.add_message(msg, static)
+        except (ValueError, LookupError) as err:
+            self._bad_input("bad_tf", f"{'/tf_static' if static else '/tf'}: {err}")
+
+    def _on_set_active(self, request, response):
+        self.active = bool(request.data)
+        response.success, response.message = True, "active" if self.active else "inactive"
+        self.get_logger().info(f"processing {response.message}")
+        return response
+
+    def _on_diagnostics_timer(self) -> None:
+        self._check_calibration_file()
+        self.diag.set_info("plan_rebuilds", getattr(self.pipeline, "plan_rebuilds", 0))
+        self.diag.set_info("active", self.active)
+        self.pub_diag.publish(outputs.diagnostic_array_msg(
+            self.diag.status(), self.get_clock().now().to_msg(), hardware_id=self.get_name()))
+
+    def _check_calibration_file(self) -> None:
+        path = self.params["calibration_file"]
+        if not path:
+            return
+        path = resolve(path)
+        try:
+            mtime = path.stat().st_mtime
+        except OSError as err:
+            self._bad_input("calibration_file", f"{path}: {err}")
+            return
+        if mtime == self._calib_mtime:
+            return
+        self._calib_mtime = mtime
+        try:
+            _, extrinsics = load_extrinsics(path)
+        except UserError as err:
+            self._bad_input("calibration_file", str(err))
+            return
+        if self.assembler.set_calibration(extrinsics, str(path)):
+            self.diag.set_info("calibration", str(path))
+            self.get_logger().info(f"calibration loaded from {path} ({len(extrinsics)} sensors)")
+
+    # ------------------------------------------------------------------ worker thread
+
+    def _on_drop(self, job: Job) -> None:
+        self.diag.frame_dropped("queue_overflow")
+        self._publish_status(job.sweep.stamp_us, "dropped", reason="queue_overflow")
+
+    def _on_worker_error(self, job: Job, err: BaseException) -> None:
+        self.diag.frame_dropped("model_error")
+        self._publish_status(job.sweep.stamp_us, "dropped", reason="model_error", detail=str(err)[:200])
+        should_log, suppressed = self.log_limiter.check("model_error")
+        if should_log:
+            self.get_logger().error(f"frame {job.sweep.stamp_us} us failed: {type(err).__name__}: {err}")
+
+    def _process(self, job: Job) -> None:
+        sweep = job.sweep
+        start = time.perf_counter()
+        try:
+            frame, notes = self.assembler.assemble(sweep)
+        except InputRejected as err:
+            self._bad_input(err.reason, f"LiDAR {sweep.stamp_us} us: {err.detail}")
+            self.diag.frame_dropped(err.reason)
+            self._publish_status(sweep.stamp_us, "dropped", reason=err.reason)
+            return
+        for note in notes:
+            self._bad_input(note, f"LiDAR {sweep.stamp_us} us: {note}")
+        assembled = time.perf_counter()
+        result = self.pipeline.infer(frame)
+        inferred = time.perf_counter()
+        header = make_header(sweep.stamp_us, sweep.frame_id)
+        with self._publish_lock:
+            if self.pub_objects is not None:
+                self.pub_objects.publish(outputs.detected_objects_msg(result.detections, header))
+            end_to_end_ms = (time.time_ns() - job.received_ns) * 1e-6
+            if self.pub_vision is not None:
+                self.pub_vision.publish(outputs.detection3d_array_msg(result.detections, header))
+            if self.params["publish_markers"]:
+                self.pub_markers.publish(outputs.markers_msg(result.detections, header,
+                                                             self.params["marker_score_threshold"]))
+            if self.params["publish_map"] and result.bev_map is not None:
+                for name, grid in outputs.occupancy_grids(result.bev_map, header).items():
+                    self.pub_maps[name].publish(grid)
+        published = time.perf_counter()
+        stages = {"ingest": job.ingest_ms, "assemble": (assembled - start) * 1e3,
+                  "model": (inferred - assembled) * 1e3, "publish": (published - inferred) * 1e3,
+                  "end_to_end": end_to_end_ms}
+        for stage, ms in stages.items():
+            self.diag.record_latency(stage, ms)
+        masked = frame.masked_cameras
+        self.diag.frame_processed(masked)
+        self._publish_status(sweep.stamp_us, "processed", latency_ms={k: round(v, 3) for k, v in stages.items()},
+                             model_ms=result.timings_ms, masked=masked, points=int(len(frame.points)),
+                             detections=len(result.detections), notes=sorted(set(job.notes + notes)))
+
+    def destroy_node(self):
+        self.worker.stop()
+        return super().destroy_node()
+
+
+def main(args: list[str] | None = None) -> int:
+    rclpy.init(args=sys.argv if args is None else args)
+    node = None
+    try:
+        node = PerceptionNode()
+        executor = MultiThreadedExecutor(num_threads=int(os.environ.get("BEVFUSION_EXECUTOR_THREADS", "4")))
+        executor.add_node(node)
+        executor.spin()
+    except UserError as err:
+        print(f"perception_node: error: {err}", file=sys.stderr)
+        return 2
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,497 @@
+"""`bevfusion-ros replay-eval`: evaluate the running node graph on rosbag replays of nuScenes scenes.
+
+    bevfusion-ros replay-eval --dataroot D --version V [--scenes S ...] [--rate R] [--out DIR] [--bags DIR]
+                              [--backend torch|onnxruntime|tensorrt] [--checkpoint C] [--eval-set E]
+
+For each scene: convert it to a bag (or reuse ``--bags DIR/<scene>``), start the perception graph from the
+same description as the launch file (:mod:`bevfusion_ros.launch_graph`, one process per node), play the
+bag in real time (or at ``--rate``) with the project's player, and record what the node publishes:
+``~/detections`` (DetectedObjects3D), ``~/map/<class>`` (OccupancyGrid) and ``~/frame_status`` (one JSON
+line per LiDAR sweep: processed with its latency and masked cameras, or dropped / rejected with the
+reason). Outputs are matched to keyframes by LiDAR stamp, moved to the global frame with the keyframe's
+ego pose and written as a nuScenes submission; the devkit's DetectionEval and the BEVFusion map IoU score
+them. Every keyframe is accounted for: evaluated, or listed in ``dropped`` with the reason.
+
+Writes ``DIR/report.json`` (keys: map, nds, mapseg_miou, latency_ms {p50,p90,p99}, keyframes_total,
+keyframes_evaluated, dropped [{sample_token, reason}], masked_camera_frames, backend, rate, ...),
+``DIR/report.md``, ``DIR/submission.json`` and PNGs (BEV GT vs predictions, a camera image with projected
+boxes, the latency histogram).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from bevfusion_ros.classes import LIDAR_NAME, MAP_CLASSES
+from bevfusion_ros.errors import UserError
+from bevfusion_ros.paths import share_dir
+
+NODE = "perception"
+
+
+# ----------------------------------------------------------------------------- recording
+
+
+@dataclass
+class SceneRecord:
+    """What the node published for one scene, keyed by LiDAR stamp (us)."""
+
+    statuses: dict[int, dict] = field(default_factory=dict)
+    detections: dict = field(default_factory=dict)       # stamp -> Detections (keyframes only)
+    header_frames: dict[int, str] = field(default_factory=dict)
+    maps: dict[int, dict[str, tuple]] = field(default_factory=lambda: defaultdict(dict))
+    memory_mb: list[tuple[float, float]] = field(default_factory=list)   # (t since start, RSS MB)
+    play_summary: str = ""
+
+
+class Recorder:
+    """An rclpy node in this process that records the perception node's outputs."""
+
+    def __init__(self, keyframe_stamps: set[int], namespace: str = ""):
+        import rclpy
+        from rclpy.executors import MultiThreadedExecutor
+        from nav_msgs.msg import OccupancyGrid
+        from std_msgs.msg import String
+
+        from bevfusion_ros.nodes.perception import STATUS_QOS
+        from bevfusion_ros.ros.qos import OUTPUT_QOS
+
+        self.keyframes = keyframe_stamps
+        self.record = SceneRecord()
+        self.lock = threading.Lock()
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node("replay_recorder", context=self.context)
+        prefix = f"{namespace.rstrip('/')}/{NODE}"
+        try:
+            from bevfusion_msgs.msg import DetectedObjects3D
+        except ImportError as err:
+            raise UserError(f"bevfusion_msgs is not built ({err}); run make setup") from None
+        self.node.create_subscription(DetectedObjects3D, f"{prefix}/detections", self._on_detections, OUTPUT_QOS)
+        self.node.create_subscription(String, f"{prefix}/frame_status", self._on_status, STATUS_QOS)
+        for name in MAP_CLASSES:
+            self.node.create_subscription(OccupancyGrid, f"{prefix}/map/{name}",
+                                          lambda m, n=name: self._on_map(n, m), OUTPUT_QOS)
+        self.executor = MultiThreadedExecutor(num_threads=2, context=self.context)
+        self.executor.add_node(self.node)
+        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread.start()
+
+    def _on_detections(self, msg) -> None:
+        from bevfusion_ros.ros.outputs import detections_from_objects_msg
+        from bevfusion_ros.ros.time import header_to_us
+
+        stamp = header_to_us(msg.header)
+        if stamp in self.keyframes:
+            det = detections_from_objects_msg(msg)
+            with self.lock:
+                self.record.detections[stamp] = det
+                self.record.header_frames[stamp] = msg.header.frame_id
+
+    def _on_status(self, msg) -> None:
+        status = json.loads(msg.data)
+        with self.lock:
+            previous = self.record.statuses.get(status["stamp_us"])
+            if previous is None or previous.get("status") != "processed":
+                self.record.statuses[status["stamp_us"]] = status
+
+    def _on_map(self, name: str, msg) -> None:
+        from bevfusion_ros.ros.time import header_to_us
+
+        stamp = header_to_us(msg.header)
+        if stamp in self.keyframes:
+            info = msg.info
+            grid = np.frombuffer(bytes(np.asarray(msg.data, np.int8).tobytes()), np.int8)
+            with self.lock:
+                self.record.maps[stamp][name] = (grid.reshape(info.height, info.width).copy(), float(info.resolution),
+                                                 float(info.origin.position.x), float(info.origin.position.y))
+
+    def has_perception_node(self) -> bool:
+        return self.node.count_publishers(f"/{NODE}/frame_status") > 0
+
+    def close(self) -> None:
+        import rclpy
+        self.executor.shutdown(timeout_sec=2.0)
+        self.node.destroy_node()
+        rclpy.shutdown(context=self.context)
+        self.thread.join(2.0)
+
+
+def rss_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def write_params(out_dir: Path, overrides: dict, base: Path | None = None) -> Path:
+    """config/perception.yaml (or ``base``) with ``overrides`` applied -> out_dir/perception_params.yaml."""
+    base = base or share_dir() / "config" / "perception.yaml"
+    data = yaml.safe_load(base.read_text()) or {}
+    section = data.setdefault("/**", {}).setdefault("ros__parameters", {})
+    section.update({k: v for k, v in overrides.items() if v is not None})
+    path = out_dir / "perception_params.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def replay_scene(bag: Path, params_file: Path, keyframe_stamps: set[int], all_lidar_stamps: list[int],
+                 rate: float, log_dir: Path, calibration: bool = False, settle_s: float = 10.0,
+                 ready_timeout_s: float = 120.0, env: dict | None = None) -> SceneRecord:
+    """Start the graph, play ``bag`` into it, wait for every sweep's frame_status, stop the graph."""
+    from bevfusion_ros.launch_graph import start_graph
+
+    recorder = Recorder(keyframe_stamps)
+    graph = start_graph("perception", {"params_file": str(params_file), "calibration": str(calibration).lower()},
+                        env=env, log_dir=log_dir)
+    pid = graph.pid(NODE)
+    try:
+        deadline = time.monotonic() + ready_timeout_s
+        while not recorder.has_perception_node():
+            if graph.exited():
+                raise UserError(f"the perception node exited during start-up:\n{graph.tail(NODE)}")
+            if time.monotonic() > deadline:
+                raise UserError(f"the perception node did not come up in {ready_timeout_s:.0f} s:\n{graph.tail(NODE)}")
+            time.sleep(0.1)
+        start = time.monotonic()
+        stop_sampling = threading.Event()
+
+        def sample_memory():
+            while not stop_sampling.is_set():
+                value = rss_mb(pid)
+                if value is not None:
+                    recorder.record.memory_mb.append((time.monotonic() - start, value))
+                stop_sampling.wait(0.5)
+        sampler = threading.Thread(target=sample_memory, daemon=True)
+        sampler.start()
+        player = subprocess.run(
+            [sys.executable, "-m", "bevfusion_ros.nodes.player", str(bag), "--rate", str(rate),
+             "--wait-for", "/LIDAR_TOP", "--delay", "0.5"],
+            env={**os.environ, **(env or {})}, capture_output=True, text=True)
+        if player.returncode != 0:
+            raise UserError(f"playing {bag} failed ({player.returncode}): {player.stderr.strip()[-800:]}")
+        recorder.record.play_summary = player.stdout.strip()
+        wanted = set(all_lidar_stamps)
+        deadline = time.monotonic() + settle_s
+        while time.monotonic() < deadline:
+            with recorder.lock:
+                done = wanted <= set(recorder.record.statuses)
+                kf_done = all(s in recorder.record.detections or recorder.record.statuses.get(s, {}).get("status")
+                              != "processed" for s in keyframe_stamps)
+            if done and kf_done:
+                break
+            time.sleep(0.1)
+        time.sleep(0.3)            # let the last maps arrive
+        stop_sampling.set()
+        sampler.join(2.0)
+    finally:
+        codes = graph.stop()
+        recorder.close()
+    if codes.get(NODE) not in (0, None, -2, 130) and codes.get(NODE) is not None:
+        # the node must survive the whole replay; a crash is a finding, reported with its log
+        recorder.record.play_summary += f"\nperception node exit status {codes[NODE]}:\n{graph.tail(NODE)}"
+    return recorder.record
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def grids_to_probs(grids: dict[str, tuple]) -> tuple[np.ndarray, float, float, float] | None:
+    """Recorded OccupancyGrids (one per map class) -> (probs [C, X, Y], resolution, x_min, y_min)."""
+    if any(name not in grids for name in MAP_CLASSES):
+        return None
+    first = grids[MAP_CLASSES[0]]
+    probs = np.stack([grids[name][0].T.astype(np.float32) / 100.0 for name in MAP_CLASSES])
+    return np.clip(probs, 0.0, 1.0), first[1], first[2], first[3]
+
+
+@dataclass
+class KeyframeResult:
+    sample_token: str
+    scene: str
+    stamp_us: int
+    status: str                      # evaluated | dropped
+    reason: str = ""
+
+
+def account_keyframes(nusc, scene_name: str, record: SceneRecord) -> list[KeyframeResult]:
+    from bevfusion_ros.data.bag_convert import find_scene
+
+    scene = find_scene(nusc, scene_name)
+    out = []
+    token = scene["first_sample_token"]
+    while token:
+        sample = nusc.get("sample", token)
+        stamp = nusc.get("sample_data", sample["data"][LIDAR_NAME])["timestamp"]
+        status = record.statuses.get(stamp)
+        if status is None:
+            result = KeyframeResult(token, scene_name, stamp, "dropped", "no frame_status received from the node")
+        elif status["status"] != "processed":
+            result = KeyframeResult(token, scene_name, stamp, "dropped",
+                                    f"{status['status']}: {status.get('reason', 'unknown')}")
+        elif stamp not in record.detections:
+            result = KeyframeResult(token, scene_name, stamp, "dropped", "processed but detections not received")
+        else:
+            result = KeyframeResult(token, scene_name, stamp, "evaluated")
+        out.append(result)
+        token = sample["next"]
+    return out
+
+
+def scene_lidar_stamps(nusc, scene_name: str) -> tuple[list[int], set[int]]:
+    """(every LIDAR_TOP sweep stamp of the scene, the keyframe stamps)."""
+    from bevfusion_ros.data.bag_convert import find_scene, scene_sample_data
+
+    scene = find_scene(nusc, scene_name)
+    records = scene_sample_data(nusc, scene, (LIDAR_NAME,))
+    stamps = [r["timestamp"] for r in records]
+    return stamps, {r["timestamp"] for r in records if r["is_key_frame"]}
+
+
+def default_scenes(nusc, eval_set: str) -> list[str]:
+    from bevfusion_ros.eval.detection import split_scene_names
+
+    names = set(split_scene_names(nusc, eval_set))
+    return [scene["name"] for scene in nusc.scene if scene["name"] in names]
+
+
+def _figures(nusc, out_dir: Path, evaluated: list[KeyframeResult], records: dict[str, SceneRecord],
+             latencies: list[float], rate: float) -> list[Path]:
+    """BEV (GT vs prediction), CAM_FRONT with projected predictions, latency histogram."""
+    from bevfusion_ros import geometry as geo
+    from bevfusion_ros.data.bag_convert import keyframe_boxes, load_points
+    from bevfusion_ros.eval import report
+
+    images = []
+    if latencies:
+        images.append(report.plot_latency_histogram(
+            out_dir / "latency_histogram.png", {"end-to-end (LiDAR received -> detections published)": latencies},
+            title=f"perception_node latency, replay at {rate:g}x", budget_ms=100.0))
+    if not evaluated:
+        return images
+    kf = evaluated[len(evaluated) // 2]
+    record = records[kf.scene]
+    det = record.detections[kf.stamp_us]
+    sample = nusc.get("sample", kf.sample_token)
+    lidar_sd = nusc.get("sample_data", sample["data"][LIDAR_NAME])
+    points = load_points(Path(nusc.dataroot) / lidar_sd["filename"])
+    gt_boxes, gt_labels, _ = keyframe_boxes(nusc, sample, lidar_sd)
+    from bevfusion_ros.classes import DETECTION_CLASSES
+    gt_label_ids = np.array([DETECTION_CLASSES.index(label) if isinstance(label, str) else int(label)
+                             for label in gt_labels], dtype=np.int64)
+    map_args = {}
+    grids = grids_to_probs(record.maps.get(kf.stamp_us, {}))
+    if grids is not None:
+        probs, res, x_min, y_min = grids
+        map_args = {"map_probs": probs, "map_bounds": (x_min, y_min, res)}
+    images.append(report.plot_bev(out_dir / "bev_keyframe.png", points=points, gt_boxes=gt_boxes,
+                                  gt_labels=gt_label_ids, pred_boxes=det.boxes, pred_labels=det.labels,
+                                  pred_scores=det.scores, title=f"{kf.scene} keyframe {kf.stamp_us} (replay)",
+                                  **map_args))
+    cam_sd = nusc.get("sample_data", sample["data"]["CAM_FRONT"])
+    cam_cs = nusc.get("calibrated_sensor", cam_sd["calibrated_sensor_token"])
+    lidar_cs = nusc.get("calibrated_sensor", lidar_sd["calibrated_sensor_token"])
+    T_ego_cam = geo.make_transform(cam_cs["rotation"], cam_cs["translation"])
+    T_ego_lidar = geo.make_transform(lidar_cs["rotation"], lidar_cs["translation"])
+    import cv2
+    image = cv2.imread(str(Path(nusc.dataroot) / cam_sd["filename"]))
+    if image is not None:
+        keep = det.scores >= 0.3
+        report.plot_camera_boxes(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), det.boxes[keep],
+                                 np.asarray(cam_cs["camera_intrinsic"]), geo.invert_transform(T_ego_lidar) @ T_ego_cam,
+                                 labels=det.labels[keep], path=out_dir / "camera_front_predictions.png")
+        images.append(out_dir / "camera_front_predictions.png")
+    return images
+
+
+def evaluate_records(nusc, eval_set: str, scenes: list[str], records: dict[str, SceneRecord], out_dir: Path,
+                     backend: str, rate: float, extra: dict | None = None) -> dict:
+    """Account for every keyframe, score the submission and the maps, write the report. Returns it."""
+    from bevfusion_ros.eval import report
+    from bevfusion_ros.eval.detection import (build_submission, default_meta, eval_sample_tokens,
+                                              evaluate_submission, sample_lidar_to_global, write_submission)
+    from bevfusion_ros.eval.map_gt import MapCache, sample_map_gt
+    from bevfusion_ros.eval.mapseg import MapSegAccumulator
+
+    keyframes = [kf for scene in scenes for kf in account_keyframes(nusc, scene, records[scene])]
+    evaluated = [kf for kf in keyframes if kf.status == "evaluated"]
+    detections, transforms = {}, {}
+    for kf in evaluated:
+        detections[kf.sample_token] = records[kf.scene].detections[kf.stamp_us]
+        transforms[kf.sample_token] = sample_lidar_to_global(nusc, kf.sample_token)
+    tokens = eval_sample_tokens(nusc, eval_set)
+    outside = sorted({kf.scene for kf in keyframes if kf.sample_token not in set(tokens)})
+    if outside:
+        raise UserError(f"scenes {outside} are not in eval set {eval_set!r}; pass --eval-set")
+    submission = build_submission(tokens, detections, transforms, meta=default_meta("fusion"))
+    submission_path = write_submission(out_dir / "submission.json", submission)
+    metrics = evaluate_submission(nusc, submission_path, eval_set, out_dir / "devkit")
+
+    # map IoU over the evaluated keyframes (BEVFusion protocol, dataset-accumulated)
+    acc = MapSegAccumulator()
+    maps = MapCache(nusc.dataroot)
+    map_error = None
+    for kf in evaluated:
+        grids = grids_to_probs(records[kf.scene].maps.get(kf.stamp_us, {}))
+        if grids is None:
+            continue
+        probs, res, x_min, y_min = grids
+        xbound = [x_min, x_min + probs.shape[1] * res, res]
+        ybound = [y_min, y_min + probs.shape[2] * res, res]
+        try:
+            gt = sample_map_gt(nusc, kf.sample_token, xbound, ybound, maps=maps)
+        except Exception as err:  # noqa: BLE001 - a dataset without maps still gets its detection metrics
+            map_error = f"{type(err).__name__}: {err}"
+            break
+        acc.update(probs, gt)
+    mapseg = acc.compute() if acc.frames and map_error is None else None
+
+    statuses = [s for scene in scenes for s in records[scene].statuses.values()]
+    processed = [s for s in statuses if s["status"] == "processed"]
+    latencies = [s["latency_ms"]["end_to_end"] for s in processed]
+    stage_latency = {stage: report.latency_stats([s["latency_ms"][stage] for s in processed])
+                     for stage in ("ingest", "assemble", "model", "publish", "end_to_end")}
+    drop_reasons = defaultdict(int)
+    for s in statuses:
+        if s["status"] != "processed":
+            drop_reasons[f"{s['status']}:{s.get('reason', '')}"] += 1
+    total_sweeps = sum(len(scene_lidar_stamps(nusc, scene)[0]) for scene in scenes)
+    memory = [m for scene in scenes for _, m in records[scene].memory_mb]
+    lat = report.latency_stats(latencies)
+    result = {
+        "map": metrics["map"],
+        "nds": metrics["nds"],
+        "mapseg_miou": None if mapseg is None else mapseg.get("miou"),
+        "latency_ms": {"p50": lat["p50"], "p90": lat["p90"], "p99": lat["p99"], "mean": lat["mean"],
+                       "max": lat["max"], "count": lat["count"]},
+        "keyframes_total": len(keyframes),
+        "keyframes_evaluated": len(evaluated),
+        "dropped": [{"sample_token": kf.sample_token, "scene": kf.scene, "stamp_us": kf.stamp_us,
+                     "reason": kf.reason} for kf in keyframes if kf.status != "evaluated"],
+        "masked_camera_frames": sum(1 for s in processed if s.get("masked")),
+        "backend": backend,
+        "rate": rate,
+        "eval_set": eval_set,
+        "scenes": scenes,
+        "frames": {"lidar_sweeps_played": total_sweeps, "processed": len(processed),
+                   "dropped_or_rejected": len(statuses) - len(processed),
+                   "no_status": total_sweeps - len(statuses), "drop_reasons": dict(drop_reasons)},
+        "latency_by_stage_ms": stage_latency,
+        "per_class_ap": metrics.get("per_class_ap"),
+        "tp_errors": metrics.get("tp_errors"),
+        "map_present_classes": metrics.get("map_present_classes"),
+        "mapseg": mapseg,
+        "mapseg_error": map_error,
+        "node_memory_mb": {"start": memory[0] if memory else None, "end": memory[-1] if memory else None,
+                           "max": max(memory) if memory else None},
+        **(extra or {}),
+    }
+    images = _figures(nusc, out_dir, evaluated, records, latencies, rate)
+    report.write_report(out_dir, result, title=f"Replay evaluation ({backend}, {rate:g}x)", images=images,
+                        json_name="report.json", md_name="report.md")
+    return result
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def replay_eval(dataroot: str | Path, version: str, scenes: list[str] | None = None, rate: float = 1.0,
+                out: str | Path = "out/replay", bags: str | Path | None = None, backend: str = "torch",
+                checkpoint: str | None = None, model_config: str | None = None, eval_set: str | None = None,
+                params: dict | None = None, calibration: bool = False, log=print) -> dict:
+    from bevfusion_ros.data.bag_convert import convert_scene, open_dataset
+    from bevfusion_ros.eval.detection import infer_eval_set
+
+    if not rate > 0:
+        raise UserError(f"--rate must be positive, got {rate}")
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    nusc = open_dataset(dataroot, version)
+    eval_set = eval_set or infer_eval_set(nusc)
+    scenes = list(scenes) if scenes else default_scenes(nusc, eval_set)
+    if not scenes:
+        raise UserError(f"no scenes to replay for eval set {eval_set!r}")
+    bag_dir = Path(bags) if bags else out_dir / "bags"
+    bag_dir.mkdir(parents=True, exist_ok=True)
+    overrides = {"backend": backend, **(params or {})}
+    if checkpoint is not None:
+        overrides["checkpoint"] = str(Path(checkpoint).resolve()) if checkpoint else ""
+    if model_config is not None:
+        overrides["model_config"] = str(Path(model_config).resolve())
+    params_file = write_params(out_dir, overrides)
+    records: dict[str, SceneRecord] = {}
+    t0 = time.monotonic()
+    for scene in scenes:
+        bag = bag_dir / scene
+        if not bag.exists():
+            log(f"[replay-eval] converting {scene} -> {bag}")
+            convert_scene(dataroot, version, scene, bag, progress=False)
+        stamps, keyframes = scene_lidar_stamps(nusc, scene)
+        log(f"[replay-eval] replaying {scene}: {len(stamps)} sweeps, {len(keyframes)} keyframes at {rate:g}x")
+        records[scene] = replay_scene(bag, params_file, keyframes, stamps, rate, out_dir / "logs" / scene,
+                                      calibration=calibration)
+        rec = records[scene]
+        processed = sum(1 for s in rec.statuses.values() if s["status"] == "processed")
+        log(f"[replay-eval]   {processed}/{len(stamps)} sweeps processed")
+    result = evaluate_records(nusc, eval_set, scenes, records, out_dir, backend, rate,
+                              extra={"wall_s": round(time.monotonic() - t0, 1),
+                                     "checkpoint": overrides.get("checkpoint", "(config default)")})
+    return result
+
+
+def summary_lines(result: dict) -> list[str]:
+    lat = result["latency_ms"]
+
+    def fmt(v, d=3):
+        return "n/a" if v is None else f"{v:.{d}f}"
+    return [f"mAP {fmt(result['map'])}  NDS {fmt(result['nds'])}  map mIoU {fmt(result['mapseg_miou'])}",
+            f"latency end-to-end p50 {fmt(lat['p50'], 1)} ms  p90 {fmt(lat['p90'], 1)} ms  p99 {fmt(lat['p99'], 1)} ms",
+            f"keyframes {result['keyframes_evaluated']}/{result['keyframes_total']} evaluated, "
+            f"{len(result['dropped'])} dropped; sweeps processed {result['frames']['processed']}/"
+            f"{result['frames']['lidar_sweeps_played']}; frames with masked cameras {result['masked_camera_frames']}"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataroot", required=True, help="nuScenes-format dataset folder")
+    parser.add_argument("--version", required=True, help="table folder, e.g. v1.0-mini")
+    parser.add_argument("--scenes", nargs="+", default=None, help="scene names (default: the eval set's scenes)")
+    parser.add_argument("--eval-set", default=None, help="devkit split (default: inferred from the dataset)")
+    parser.add_argument("--rate", type=float, default=1.0, help="playback speed (1.0 = real time)")
+    parser.add_argument("--out", default="out/replay", help="report folder")
+    parser.add_argument("--bags", default=None, help="folder of existing bags named after the scenes "
+                                                     "(converted there when missing; default OUT/bags)")
+    parser.add_argument("--backend", default="torch", choices=("torch", "onnxruntime", "tensorrt"))
+    parser.add_argument("--checkpoint", default=None, help="override the checkpoint ('' = untrained weights)")
+    parser.add_argument("--model-config", default=None, help="override the model config")
+    parser.add_argument("--set", action="append", default=[], metavar="PARAM=VALUE",
+                        help="override a perception_node parameter (YAML value)")
+    parser.add_argument("--calibration", action="store_true", help="also run the calibration node")
+
+
+def run(args: argparse.Namespace) -> int:
+    params = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise UserError(f"--set expects PARAM=VALUE, got {item!r}")
+        params[key] = yaml.safe_load(value)
+    result = replay_eval(args.dataroot, args.version, args.scenes, args.rate, args.out, args.bags, args.backend,
+                         args.checkpoint, args.model_config, args.eval_set, params, args.calibration)
+    for line in summary_lines(result):
+        print(line)
+    print(f"report: {Path(args.out) / 'report.md'} ({Path(args.out) / 'report.json'})")
+    return 0

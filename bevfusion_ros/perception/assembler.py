@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
@@ -62,6 +63,7 @@ class AssemblerConfig:
     map_frame: str = "map"
     images_per_camera: int = 3                # buffered images per camera
     camera_ego_motion: bool = False           # T_lidar_cam through the ego poses at both stamps
+    decode_threads: int = 2                   # images of one frame are decoded in parallel (cv2 frees the GIL)
 
     def __post_init__(self):
         if self.sweeps < 1:
@@ -177,6 +179,8 @@ class FrameAssembler:
         self._calibration: dict[str, np.ndarray] = {}   # sensor frame -> T_base_sensor (overrides TF)
         self.calibration_source = "tf"
         self.last_stamp_us: int | None = None
+        self._decoder = ThreadPoolExecutor(config.decode_threads, thread_name_prefix="decode") \
+            if config.decode_threads > 1 else None
 
     # ------------------------------------------------------------------ ingestion (callback threads)
 
@@ -282,12 +286,23 @@ class FrameAssembler:
         points = accumulate_sweeps(sweep.points, sweep.stamp_us, T_map_lidar_now, stacked_previous,
                                    cfg.remove_close_radius)
         T_lidar_base = geo.invert_transform(T_base_lidar)
+        if self._decoder is not None:      # decode the images this frame will use, in parallel
+            chosen = [self._closest(images[name], sweep.stamp_us) for name in cfg.camera_names]
+            list(self._decoder.map(lambda img: img.get(), [img for img in chosen if img is not None]))
         cameras = [self._camera_input(name, images[name], infos.get(name), sweep, T_lidar_base,
                                       T_map_lidar_now, notes) for name in cfg.camera_names]
         T_global_ego = None if T_map_lidar_now is None else T_map_lidar_now @ T_lidar_base
         frame = Frame(stamp_us=sweep.stamp_us, points=points, cameras=cameras, T_ego_lidar=T_base_lidar,
                       T_global_ego=T_global_ego, frame_id=sweep.frame_id)
         return frame, notes
+
+    def _closest(self, images: list[_Image], stamp_us: int) -> _Image | None:
+        """The image closest in time to ``stamp_us`` within the delay (ties: the newer one)."""
+        candidates = [img for img in images
+                      if abs(img.stamp_us - stamp_us) * 1e-6 <= self.config.max_camera_lidar_delay_s]
+        if not candidates:
+            return None
+        return min(candidates, key=lambda img: (abs(img.stamp_us - stamp_us), -img.stamp_us))
 
     def _camera_input(self, name: str, images: list[_Image], info: _CameraInfo | None, sweep: Sweep,
                       T_lidar_base: np.ndarray, T_map_lidar: np.ndarray | None, notes: list[str]
@@ -306,11 +321,9 @@ class FrameAssembler:
         except LookupError:
             return masked("unknown_frame", info.K)
         T_lidar_cam = T_lidar_base @ T_base_cam
-        candidates = [img for img in images
-                      if abs(img.stamp_us - sweep.stamp_us) * 1e-6 <= cfg.max_camera_lidar_delay_s]
-        if not candidates:
+        chosen = self._closest(images, sweep.stamp_us)
+        if chosen is None:
             return masked("no_recent_image", info.K, T_lidar_cam)
-        chosen = min(candidates, key=lambda img: (abs(img.stamp_us - sweep.stamp_us), -img.stamp_us))
         image = chosen.get()
         if image is None:
             return masked("decode_error", info.K, T_lidar_cam)

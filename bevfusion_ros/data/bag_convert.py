@@ -24,7 +24,7 @@ import io
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -103,21 +103,30 @@ def load_jpeg(path: Path) -> bytes:
     return data
 
 
-def scene_sample_data(nusc, scene: dict, channels: tuple[str, ...], keyframes_only: bool = False
-                      ) -> Iterator[dict]:
-    """Every sample_data record of ``scene`` for ``channels`` (sweeps included unless keyframes_only)."""
+def scene_sample_data(nusc, scene: dict, channels: tuple[str, ...], keyframes_only: bool = False) -> list[dict]:
+    """Every sample_data record of ``scene`` for ``channels`` (sweeps included unless keyframes_only), per
+    channel in time order, channels in the order given."""
     first = nusc.get("sample", scene["first_sample_token"])
+    records = []
     for channel in channels:
         if channel not in first["data"]:
             continue
         token = first["data"][channel]
+        # sweeps recorded before the first keyframe still belong to the scene (their sample is the first one)
+        while True:
+            previous = nusc.get("sample_data", token)["prev"]
+            if not previous or nusc.get("sample", nusc.get("sample_data", previous)["sample_token"])[
+                    "scene_token"] != scene["token"]:
+                break
+            token = previous
         while token:
             record = nusc.get("sample_data", token)
             if nusc.get("sample", record["sample_token"])["scene_token"] != scene["token"]:
                 break
             if record["is_key_frame"] or not keyframes_only:
-                yield record
+                records.append(record)
             token = record["next"]
+    return records
 
 
 def keyframe_boxes(nusc, sample: dict, lidar_record: dict) -> tuple[np.ndarray, list[str], list[str]]:

@@ -1,0 +1,236 @@
+"""Semantic label providers: turn a dataset frame into a :class:`SemanticFrame` (per-point LiDAR classes,
+per-pixel image class maps).
+
+- :class:`BoxLabelProvider` — labels derived from 3D boxes, usable on any dataset with 3D annotations.
+  LiDAR: points inside a box get the box's class; points near the fitted ground plane (within
+  ``ground_range_m``) get ``GROUND``; the rest is unlabeled. Image: the pixels whose viewing ray meets that
+  ground plane within the same range are ``GROUND``; boxes are drawn over it as filled convex hulls of their
+  projected volume, far to near (z-ordered). The image side is rendered with the dataset's own reference
+  calibration: it stands in for a 2D detector / segmenter, so experiments with it measure the optimizer on
+  real LiDAR data, not independence from annotations.
+- :class:`SynthGroundTruthProvider` — ground truth of the synthetic nuScenes generator (camera semantic masks
+  ``semantic/<version>/<camera sd token>.png`` and lidarseg labels, both in nuScenes lidarseg indices).
+- :class:`LidarsegProvider` — nuScenes-lidarseg point labels with image labels from any image provider
+  (a user segmentation model, or the box hulls).
+- :class:`OnnxSegmentationProvider` — a user-supplied ONNX image segmentation model (onnxruntime).
+
+Every provider returns classes over one shared index set per frame; ``IGNORE`` (-1) marks "no label".
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from bevfusion_ros import geometry as geo
+from bevfusion_ros.calibration.semantics import IGNORE, CameraSemantics, SemanticFrame
+from bevfusion_ros.classes import CAMERA_NAMES, DETECTION_CLASSES
+from bevfusion_ros.errors import UserError
+
+# Class set of box-derived labels: the 10 detection classes (their indices), then ground.
+GROUND = len(DETECTION_CLASSES)
+BOX_LABEL_NAMES: tuple[str, ...] = (*DETECTION_CLASSES, "ground")
+
+
+@dataclass
+class CameraView:
+    """What a provider needs of one camera besides the image: size, intrinsics, reference extrinsics."""
+
+    name: str
+    size: tuple[int, int]          # (width, height)
+    intrinsic: np.ndarray          # 3 x 3
+    T_cam_lidar: np.ndarray        # 4 x 4 reference calibration (used only to render image-side labels)
+    image: np.ndarray | None = None  # H x W x 3 uint8 RGB, for image-based providers
+
+
+# ----------------------------------------------------------------------------- ground plane
+
+
+def fit_ground_plane(points: np.ndarray, iterations: int = 200, threshold: float = 0.15, seed: int = 0
+                     ) -> np.ndarray:
+    """RANSAC plane (a, b, c, d), unit normal pointing up (c > 0), ax + by + cz + d = 0, fitted to the
+    lower part of the cloud near the sensor. Raises on a degenerate cloud."""
+    xyz = np.asarray(points, np.float64)[:, :3]
+    xyz = xyz[np.all(np.isfinite(xyz), axis=1)]
+    near = xyz[np.linalg.norm(xyz[:, :2], axis=1) < 30.0]
+    if len(near) < 50:
+        raise ValueError(f"cannot fit a ground plane: only {len(near)} points within 30 m")
+    low = near[near[:, 2] < np.percentile(near[:, 2], 40)]
+    rng = np.random.default_rng(seed)
+    best, best_inliers = None, -1
+    for _ in range(iterations):
+        sample = low[rng.choice(len(low), 3, replace=False)]
+        normal = np.cross(sample[1] - sample[0], sample[2] - sample[0])
+        norm = np.linalg.norm(normal)
+        if norm < 1e-6:
+            continue
+        normal /= norm
+        if abs(normal[2]) < 0.9:      # ground is roughly horizontal in the LiDAR frame
+            continue
+        d = -normal @ sample[0]
+        inliers = int((np.abs(low @ normal + d) < threshold).sum())
+        if inliers > best_inliers:
+            best, best_inliers = np.append(normal, d), inliers
+    if best is None:
+        raise ValueError("cannot fit a ground plane: no horizontal plane found")
+    inl = low[np.abs(low @ best[:3] + best[3]) < threshold]
+    centroid = inl.mean(0)
+    _, eigvecs = np.linalg.eigh(np.cov((inl - centroid).T))
+    normal = eigvecs[:, 0] if eigvecs[2, 0] > 0 else -eigvecs[:, 0]
+    return np.append(normal, -normal @ centroid)
+
+
+def _ground_region(view: CameraView, plane: np.ndarray, max_range: float, downsample: int = 4) -> np.ndarray:
+    """Pixels of the camera whose ray meets the ground plane in front of the camera within max_range
+    (horizontal distance from the LiDAR origin)."""
+    width, height = view.size
+    us = (np.arange(0, width, downsample) + (downsample - 1) / 2.0)
+    vs = (np.arange(0, height, downsample) + (downsample - 1) / 2.0)
+    grid_u, grid_v = np.meshgrid(us, vs)
+    rays_cam = np.linalg.solve(view.intrinsic, np.stack([grid_u, grid_v, np.ones_like(grid_u)], 0).reshape(3, -1))
+    T_lidar_cam = geo.invert_transform(view.T_cam_lidar)
+    origin = T_lidar_cam[:3, 3]
+    rays = T_lidar_cam[:3, :3] @ rays_cam                       # LiDAR frame directions
+    denom = plane[:3] @ rays
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lam = -(plane[:3] @ origin + plane[3]) / denom
+    hit = origin[:, None] + rays * lam
+    ok = (lam > 0) & np.isfinite(lam) & (np.linalg.norm(hit[:2], axis=0) < max_range)
+    small = ok.reshape(len(vs), len(us)).astype(np.uint8)
+    return cv2.resize(small, (width, height), interpolation=cv2.INTER_NEAREST).astype(bool)
+
+
+# ----------------------------------------------------------------------------- box-derived labels
+
+
+def _box_hull(box: np.ndarray, view: CameraView, min_depth: float = 0.2) -> np.ndarray | None:
+    """Convex hull (int32 [M, 2] pixel polygon) of the projection of a box's volume; parts behind the
+    camera are clipped by projecting a dense grid of the box's surface and keeping what is in front."""
+    steps = np.linspace(-0.5, 0.5, 6)
+    gx, gy, gz = np.meshgrid(steps, steps, steps, indexing="ij")
+    local = np.stack([gx.ravel() * box[3], gy.ravel() * box[4], gz.ravel() * box[5]], 1)
+    on_surface = np.isclose(np.abs(np.stack([gx.ravel(), gy.ravel(), gz.ravel()], 1)), 0.5).any(1)
+    local = local[on_surface]
+    cos, sin = np.cos(box[6]), np.sin(box[6])
+    pts = np.stack([local[:, 0] * cos - local[:, 1] * sin, local[:, 0] * sin + local[:, 1] * cos, local[:, 2]], 1)
+    pts = pts + box[:3]
+    cam = pts @ view.T_cam_lidar[:3, :3].T + view.T_cam_lidar[:3, 3]
+    cam = cam[cam[:, 2] > min_depth]
+    if len(cam) < 3:
+        return None
+    uv = cam[:, :2] / cam[:, 2:3] * np.array([view.intrinsic[0, 0], view.intrinsic[1, 1]]) + view.intrinsic[:2, 2]
+    uv = np.clip(uv, -1e5, 1e5)
+    hull = cv2.convexHull(np.round(uv).astype(np.int32))
+    return hull[:, 0]
+
+
+@dataclass
+class BoxLabelProvider:
+    """Labels derived from 3D boxes (see the module docstring)."""
+
+    ground_range_m: float = 30.0
+    ground_threshold_m: float = 0.2
+    use_ground: bool = True
+
+    def point_labels(self, points: np.ndarray, boxes: np.ndarray, box_classes: np.ndarray,
+                     plane: np.ndarray | None) -> np.ndarray:
+        labels = np.full(len(points), IGNORE, np.int64)
+        xyz = np.asarray(points, np.float64)[:, :3]
+        if self.use_ground and plane is not None:
+            dist = np.abs(xyz @ plane[:3] + plane[3])
+            labels[(dist < self.ground_threshold_m) & (np.linalg.norm(xyz[:, :2], axis=1) < self.ground_range_m)] = GROUND
+        if len(boxes):
+            inside = geo.points_in_boxes(xyz, boxes)
+            hit = inside.any(1)
+            labels[hit] = np.asarray(box_classes)[inside[hit].argmax(1)]
+        return labels
+
+    def image_labels(self, view: CameraView, boxes: np.ndarray, box_classes: np.ndarray,
+                     plane: np.ndarray | None) -> np.ndarray:
+        width, height = view.size
+        labels = np.full((height, width), IGNORE, np.int16)
+        if self.use_ground and plane is not None:
+            labels[_ground_region(view, plane, self.ground_range_m)] = GROUND
+        if len(boxes):
+            centers = boxes[:, :3] @ view.T_cam_lidar[:3, :3].T + view.T_cam_lidar[:3, 3]
+            for index in np.argsort(-centers[:, 2]):           # far to near: near boxes end on top
+                hull = _box_hull(boxes[index], view)
+                if hull is not None:
+                    cv2.fillConvexPoly(labels, hull, int(box_classes[index]))
+        return labels
+
+    def frame(self, points: np.ndarray, boxes: np.ndarray, box_classes: Sequence[int],
+              views: Sequence[CameraView], stamp_us: int = 0) -> SemanticFrame:
+        boxes = np.asarray(boxes, np.float64).reshape(-1, boxes.shape[-1] if len(boxes) else 7)
+        box_classes = np.asarray(box_classes, np.int64)
+        plane = None
+        if self.use_ground:
+            try:
+                plane = fit_ground_plane(points)
+            except ValueError:
+                plane = None
+        cams = {view.name: CameraSemantics(view.name, self.image_labels(view, boxes, box_classes, plane),
+                                           view.intrinsic) for view in views}
+        return SemanticFrame(points=np.asarray(points, np.float32)[:, :3],
+                             point_labels=self.point_labels(points, boxes, box_classes, plane),
+                             cameras=cams, stamp_us=stamp_us)
+
+
+# ----------------------------------------------------------------------------- the real nuScenes keyframe
+
+
+@dataclass
+class SampleRecord:
+    """The real keyframe of ../shared/data/nuscenes-sample/sample.json, loaded."""
+
+    points: np.ndarray                       # N x 5 (x, y, z, intensity, ring), LiDAR frame
+    boxes: np.ndarray                        # M x 7, LiDAR frame
+    box_classes: np.ndarray                  # M, index into DETECTION_CLASSES
+    views: dict[str, CameraView]             # T_cam_lidar = sample's lidar2cam (ground truth for this sweep)
+    T_ego_lidar: np.ndarray
+    T_ego_cam: dict[str, np.ndarray]
+    stamp_us: int
+
+
+def load_sample_json(path: str | Path, with_images: bool = False) -> SampleRecord:
+    """Read sample.json (+ the .pcd.bin next to it). Boxes labeled 'ignore' are dropped."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "sample.json"
+    if not path.is_file():
+        raise UserError(f"sample json not found: {path}")
+    try:
+        meta = json.loads(path.read_text())
+        points = np.fromfile(path.parent / meta["lidar"]["file"], dtype=np.float32).reshape(-1, 5)
+    except (OSError, ValueError, KeyError) as err:
+        raise UserError(f"cannot read nuScenes sample {path}: {err}") from err
+    boxes, classes = [], []
+    for inst in meta["instances"]:
+        if inst["label"] in DETECTION_CLASSES:
+            boxes.append(inst["box"][:7])
+            classes.append(DETECTION_CLASSES.index(inst["label"]))
+    views, ego_cam = {}, {}
+    for name in CAMERA_NAMES:
+        cam = meta["cameras"][name]
+        image = None
+        if with_images:
+            bgr = cv2.imread(str(path.parent / cam["file"]))
+            image = None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        size = (1600, 900) if image is None else (image.shape[1], image.shape[0])
+        views[name] = CameraView(name, size, np.array(cam["cam2img"], np.float64),
+                                 np.array(cam["lidar2cam"], np.float64), image)
+        ego_cam[name] = np.array(cam["cam2ego"], np.float64)
+    return SampleRecord(points=points, boxes=np.array(boxes, np.float64).reshape(-1, 7),
+                        box_classes=np.array(classes, np.int64), views=views,
+                        T_ego_lidar=np.array(meta["lidar"]["lidar2ego"], np.float64), T_ego_cam=ego_cam,
+                        stamp_us=int(round(meta["timestamp_s"] * 1e6)))
+
+
+def sample_semantic_frame(record: SampleRecord, provider: BoxLabelProvider | None = None) -> SemanticFrame:
+    provider = provider or BoxLabelProvider()
+    return provider.frame(record.points, record.boxes, record.box_classes, list(record.views.values()),
+                          record.stamp_us)

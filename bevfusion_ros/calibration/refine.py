@@ -1,0 +1,62 @@
+"""Gradient refinement: Adam on a batch of so(3) + translation increments, T_k = delta(w_k, v_k) @ T0_k.
+
+All k starting points are optimized at once (one batched forward/backward per step; the candidates'
+losses are independent, so the gradient of their sum is each one's own gradient). Each stage runs on one
+field level with a cosine-decaying learning rate; rotation and translation have their own step sizes
+(Adam's steps are ~lr in each coordinate's units: radians and metres). The stages go coarse to fine and
+each restarts from the previous stage's result.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from bevfusion_ros.calibration.lie import apply_increment
+
+
+@dataclass(frozen=True)
+class RefineStage:
+    level: int
+    iterations: int
+    lr_rot_deg: float
+    lr_trans_m: float
+    max_points: int | None = None
+
+
+def refine(loss_fn: Callable[[torch.Tensor, int, int | None], torch.Tensor], starts: torch.Tensor,
+           stages: tuple[RefineStage, ...], final_fraction: float = 0.02) -> torch.Tensor:
+    """Refined transforms [k, 4, 4] (float64) from starting transforms [k, 4, 4]."""
+    current = starts.to(torch.float64)
+    for stage in stages:
+        if stage.iterations <= 0:
+            continue
+        rot = torch.zeros(current.shape[0], 3, dtype=torch.float64, requires_grad=True)
+        trans = torch.zeros(current.shape[0], 3, dtype=torch.float64, requires_grad=True)
+        lr_rot = math.radians(stage.lr_rot_deg)
+        optimizer = torch.optim.Adam([{"params": [rot], "lr": lr_rot}, {"params": [trans], "lr": stage.lr_trans_m}])
+        best_loss = torch.full((current.shape[0],), float("inf"), dtype=torch.float64)
+        best = current.clone()
+        for step in range(stage.iterations):
+            # cosine decay from 1 to final_fraction
+            factor = final_fraction + (1 - final_fraction) * 0.5 * (1 + math.cos(math.pi * step / stage.iterations))
+            optimizer.param_groups[0]["lr"] = lr_rot * factor
+            optimizer.param_groups[1]["lr"] = stage.lr_trans_m * factor
+            optimizer.zero_grad()
+            transforms = apply_increment(torch.cat([rot, trans], 1), current)
+            losses = loss_fn(transforms.float(), stage.level, stage.max_points)
+            with torch.no_grad():
+                better = losses.detach().double() < best_loss
+                best_loss = torch.where(better, losses.detach().double(), best_loss)
+                best[better] = transforms.detach()[better]
+            losses.sum().backward()
+            optimizer.step()
+        with torch.no_grad():
+            final = apply_increment(torch.cat([rot, trans], 1), current)
+            final_loss = loss_fn(final.float(), stage.level, stage.max_points).double()
+            better = final_loss < best_loss
+            best[better] = final[better]
+        current = best
+    return current

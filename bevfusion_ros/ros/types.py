@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import importlib
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +79,6 @@ def _msg_dir(package: str) -> Path | None:
     if source is not None and (source / "msg").is_dir():
         return source / "msg"
     prefixes = [p for p in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p]
-    import sys
     prefixes.append(sys.prefix)
     for prefix in prefixes:
         candidate = Path(prefix) / "share" / package / "msg"

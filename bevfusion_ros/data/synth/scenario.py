@@ -1,0 +1,438 @@
+"""One scene's content: the ego route and the agents around it.
+
+The ego drives straight along one lane of a road at constant speed. Around its route the scene places
+traffic (platoons in every lane of the ego road, queues stopped at the stop lines of cross roads, traffic
+leaving the intersections), parked vehicles on parking lanes and in car parks, cyclists in bike lanes,
+pedestrians walking, standing and sitting on sidewalks (walkers heading for the ego road stop at the
+curb), and one guaranteed "set" close to the start so that every scene holds all 10 detection classes
+within their evaluation ranges: a construction zone (cones, barriers, a construction vehicle, workers),
+a bus, a truck, a parked trailer, parked and ridden bicycles and motorcycles.
+
+Nothing moves through anything else: lanes are exclusive, each lane's traffic shares one speed, cross
+traffic waits (the ego road has green), parked objects are checked for overlap with the static world.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from bevfusion_ros.data.synth.agents import Agent, build_parts, make_agent
+from bevfusion_ros.data.synth.world import CROSSING_GAP, City, Road
+
+ANNOTATION_RADIUS = 60.0     # objects within this xy distance of the ego are annotated
+MAX_PER_KEYFRAME = 80
+MIN_PER_KEYFRAME = 20
+VEHICLE_MIX = (("vehicle.car", 0.80), ("vehicle.truck", 0.10), ("vehicle.bus.rigid", 0.035),
+               ("vehicle.motorcycle", 0.03), ("vehicle.construction", 0.01), ("truck+trailer", 0.025))
+PEDESTRIAN_MIX = (("human.pedestrian.adult", 0.90), ("human.pedestrian.child", 0.04),
+                  ("human.pedestrian.construction_worker", 0.04), ("human.pedestrian.police_officer", 0.02))
+
+
+@dataclass
+class Ego:
+    road: Road
+    direction: int        # +1 / -1 along road.direction
+    lateral: float        # lane centre offset
+    start: float          # along-road coordinate at t = 0
+    speed: float
+
+    @property
+    def yaw(self) -> float:
+        vec = self.road.direction * self.direction
+        return float(np.arctan2(vec[1], vec[0]))
+
+    def along(self, t: float) -> float:
+        return self.start + self.direction * self.speed * t
+
+    def pose(self, t: float) -> tuple[np.ndarray, float]:
+        """(xy, yaw) of the ego (rear-axle frame origin, as nuScenes' ego pose) at time t."""
+        return self.road.point(self.along(t), self.lateral), self.yaw
+
+
+@dataclass
+class Scenario:
+    city: City
+    ego: Ego
+    agents: list[Agent]
+    duration: float
+
+
+def _choice(rng, table) -> str:
+    names, weights = zip(*table)
+    weights = np.asarray(weights) / np.sum(weights)
+    return str(names[rng.choice(len(names), p=weights)])
+
+
+def _rect_corners(box) -> np.ndarray:
+    x, y, _, length, width, _, yaw = box[:7]
+    c, s = np.cos(yaw), np.sin(yaw)
+    local = np.array([[length, width], [length, -width], [-length, -width], [-length, width]]) / 2
+    return np.stack([x + c * local[:, 0] - s * local[:, 1], y + s * local[:, 0] + c * local[:, 1]], 1)
+
+
+def _rects_overlap(a: np.ndarray, b: np.ndarray) -> bool:
+    """Separating-axis test of two convex quads (4x2 corners)."""
+    for poly in (a, b):
+        for i in range(4):
+            edge = poly[(i + 1) % 4] - poly[i]
+            axis = np.array([-edge[1], edge[0]])
+            pa, pb = a @ axis, b @ axis
+            if pa.max() <= pb.min() or pb.max() <= pa.min():
+                return False
+    return True
+
+
+class _Placer:
+    """Collects agents, refusing static ones that overlap the static world or other static agents."""
+
+    def __init__(self, city: City, centre: np.ndarray, radius: float):
+        boxes = city.statics.boxes
+        near = np.hypot(boxes[:, 0] - centre[0], boxes[:, 1] - centre[1]) < radius
+        low = boxes[:, 2] - boxes[:, 5] / 2 < 2.2          # only what stands on the ground matters
+        self.static_boxes = [b for b in boxes[near & low]]
+        self.static_rects = [_rect_corners(b) for b in self.static_boxes]
+        self.agents: list[Agent] = []
+        self.rects: list[np.ndarray] = []
+
+    def free(self, box: np.ndarray, margin: float = 0.25) -> bool:
+        grown = box.copy()
+        grown[3:5] += 2 * margin
+        rect = _rect_corners(grown)
+        centre = box[:2]
+        reach = np.hypot(grown[3], grown[4])
+        for other, orect in zip(self.static_boxes, self.static_rects):
+            if np.hypot(*(other[:2] - centre)) < reach + np.hypot(other[3], other[4]) and \
+                    _rects_overlap(rect, orect):
+                return False
+        for orect in self.rects:
+            if np.hypot(*(orect.mean(0) - centre)) < reach + 15.0 and _rects_overlap(rect, orect):
+                return False
+        return True
+
+    def add(self, agent: Agent, check: bool = True) -> bool:
+        box = agent.box(0.0)
+        if check and not self.free(box):
+            return False
+        self.agents.append(agent)
+        if agent.speed == 0.0:
+            self.rects.append(_rect_corners(box))
+        return True
+
+
+def build_scenario(city: City, rng: np.random.Generator, duration: float) -> Scenario:
+    ego = _choose_ego(city, rng, duration)
+    centre, _ = ego.pose(duration / 2)
+    placer = _Placer(city, centre, duration * ego.speed / 2 + 140.0)
+    a_lo = min(ego.along(0.0), ego.along(duration)) - 90.0
+    a_hi = max(ego.along(0.0), ego.along(duration)) + 90.0
+    _guaranteed_set(city, ego, rng, placer)
+    _ego_road_traffic(city, ego, rng, placer, a_lo, a_hi, duration)
+    _curb_strips(city, ego.road, rng, placer, a_lo, a_hi, near_cross=True)
+    crosses = [c for c in city.roads if c.axis != ego.road.axis and a_lo - 10 < c.pos < a_hi + 10]
+    for cross in crosses:
+        _cross_road(city, ego, cross, rng, placer)
+    _sidewalk_people(city, ego.road, rng, placer, a_lo, a_hi, duration)
+    _carparks(city, rng, placer, ego, duration)
+    agents = _thin_to_limits(placer.agents, ego, duration, rng)
+    return Scenario(city=city, ego=ego, agents=agents, duration=duration)
+
+
+def _choose_ego(city: City, rng, duration: float) -> Ego:
+    margin = 170.0
+    roads = [r for r in city.roads if r.strip == "parking"] or city.roads
+    road = roads[rng.integers(len(roads))]
+    lo, hi = (city.bounds[0], city.bounds[2]) if road.axis == 0 else (city.bounds[1], city.bounds[3])
+    speed = float(rng.choice([rng.uniform(1.0, 4.0), rng.uniform(4.0, 11.0)], p=[0.15, 0.85]))
+    direction = int(rng.choice([-1, 1]))
+    span = speed * duration
+    start = float(rng.uniform(lo + margin, hi - margin - span))
+    if direction < 0:
+        start += span
+    lane = int(rng.integers(road.lanes))
+    return Ego(road=road, direction=direction, lateral=road.lane_offset(direction, lane, city.side), start=start,
+               speed=speed)
+
+
+def _in_intersection(city: City, road: Road, a: float, extra: float) -> bool:
+    """Whether along-coordinate `a` of `road` is within `extra` metres of a cross road's curb."""
+    return any(abs(a - c.pos) < c.half + extra for c in city.roads if c.axis != road.axis)
+
+
+def _vehicle(rng, category: str, start, heading: float, speed: float, state: str, required=False) -> list[Agent]:
+    """One vehicle (or a truck with its trailer) heading `heading` with its centre at `start`."""
+    if category == "truck+trailer":
+        trailer = make_agent("vehicle.trailer", rng, start, heading, speed, state, required=required)
+        tl = trailer.size[0]
+        truck = make_agent("vehicle.truck", rng, (0, 0), heading, speed, state, required=required)
+        truck.size[0] = min(truck.size[0], 6.0)
+        truck.parts = build_parts(truck, rng)
+        offset = (tl / 2 + truck.size[0] / 2 + 0.4)
+        truck.start = np.asarray(start, np.float64) + offset * np.array([np.cos(heading), np.sin(heading)])
+        return [trailer, truck]
+    ridden = category in ("vehicle.motorcycle", "vehicle.bicycle") and state != "parked"
+    return [make_agent(category, rng, start, heading, speed, state, ridden=ridden, required=required)]
+
+
+def _length_of(agents: list[Agent]) -> float:
+    return sum(a.size[0] for a in agents) + 0.4 * (len(agents) - 1)
+
+
+def _platoon(city: City, road: Road, direction: int, lateral: float, speed: float, rng, placer: _Placer,
+             a_lo: float, a_hi: float, gap=(8.0, 35.0), keep_clear: tuple[float, float] | None = None,
+             state: str = "moving", mix=VEHICLE_MIX) -> None:
+    """Vehicles in one lane, all at `speed`, spaced by `gap` (bumper to bumper), between a_lo and a_hi."""
+    heading = float(np.arctan2(*(road.direction * direction)[::-1]))
+    a = a_lo + float(rng.uniform(0, gap[1]))
+    while a < a_hi:
+        group = _vehicle(rng, _choice(rng, mix), (0, 0), heading, speed, state)
+        length = _length_of(group)
+        centre = a + length / 2
+        if keep_clear is None or not (keep_clear[0] - length / 2 < centre < keep_clear[1] + length / 2):
+            # Stack the group back to front along the direction of travel.
+            cursor = centre - direction * length / 2
+            for agent in group:
+                mid = cursor + direction * agent.size[0] / 2
+                agent.start = road.point(mid, lateral)
+                cursor = mid + direction * (agent.size[0] / 2 + 0.4)
+                placer.add(agent, check=False)
+        a += length + float(rng.uniform(*gap))
+
+
+def _ego_road_traffic(city: City, ego: Ego, rng, placer: _Placer, a_lo, a_hi, duration) -> None:
+    road = ego.road
+    for direction in (-1, 1):
+        for lane in range(road.lanes):
+            lateral = road.lane_offset(direction, lane, city.side)
+            if direction == ego.direction and abs(lateral - ego.lateral) < 0.1:
+                speed = ego.speed
+                clear = (ego.start - 9.0, ego.start + 9.0)
+                _platoon(city, road, direction, lateral, speed, rng, placer, a_lo, a_hi, gap=(10.0, 40.0),
+                         keep_clear=clear, mix=(("vehicle.car", 0.85), ("vehicle.truck", 0.1),
+                                                ("vehicle.motorcycle", 0.05)))
+            else:
+                speed = float(np.clip(ego.speed + rng.uniform(-2.0, 3.0), 2.0, 14.0)) \
+                    if direction == ego.direction else float(rng.uniform(5.0, 13.0))
+                extra = speed * duration
+                lo, hi = (a_lo - extra, a_hi) if direction > 0 else (a_lo, a_hi + extra)
+                _platoon(city, road, direction, lateral, speed, rng, placer, lo, hi, gap=(12.0, 45.0))
+
+
+def _curb_strips(city: City, road: Road, rng, placer: _Placer, a_lo, a_hi, near_cross: bool) -> None:
+    """Parked vehicles on parking lanes; cyclists in bike lanes."""
+    for direction in (-1, 1):
+        heading = float(np.arctan2(*(road.direction * direction)[::-1]))
+        if road.strip == "parking":
+            lateral = road.strip_offset(direction, city.side)
+            a = a_lo
+            while a < a_hi:
+                if rng.random() < 0.3:
+                    a += float(rng.uniform(5, 20))
+                    continue
+                category = _choice(rng, (("vehicle.car", 0.84), ("vehicle.truck", 0.08),
+                                         ("vehicle.motorcycle", 0.05), ("vehicle.trailer", 0.015),
+                                         ("vehicle.bicycle", 0.015)))
+                group = _vehicle(rng, category, (0, 0), heading, 0.0, "parked")
+                length = _length_of(group)
+                centre = a + length / 2
+                if not _in_intersection(city, road, centre, length / 2 + 6.0 + road.sidewalk):
+                    for agent in group:
+                        # Wide vehicles lean onto the curb rather than into the lane.
+                        push = max(0.0, agent.size[1] - road.strip_width + 0.2)
+                        lat = lateral + np.sign(lateral) * push
+                        agent.start = road.point(centre, lat)
+                        placer.add(agent)
+                a += length + float(rng.uniform(0.8, 4.0))
+        elif road.strip == "bike":
+            lateral = road.strip_offset(direction, city.side)
+            speed = float(rng.uniform(3.0, 6.0))
+            for _ in range(int(rng.integers(0, 3))):
+                a = float(rng.uniform(a_lo, a_hi))
+                agent = make_agent("vehicle.bicycle", rng, road.point(a, lateral), heading, speed, "moving",
+                                   ridden=True)
+                placer.add(agent, check=False)
+
+
+def _sidewalk_people(city: City, road: Road, rng, placer: _Placer, a_lo, a_hi, duration) -> None:
+    """Pedestrians along both sidewalks of `road`: walkers (both ways), standers, sitters."""
+    for sign in (-1, 1):
+        length = a_hi - a_lo
+        for _ in range(int(rng.poisson(length / 16.0))):
+            a = float(rng.uniform(a_lo, a_hi))
+            category = _choice(rng, PEDESTRIAN_MIX)
+            roll = rng.random()
+            if roll < 0.7:
+                direction = int(rng.choice([-1, 1]))
+                frac = float(rng.uniform(0.45, 0.65) if direction > 0 else rng.uniform(0.7, 0.9))
+                heading = float(np.arctan2(*(road.direction * direction)[::-1]))
+                agent = make_agent(category, rng, road.point(a, road.sidewalk_offset(sign, frac)), heading,
+                                   float(rng.uniform(0.9, 1.7)), "moving")
+                placer.add(agent, check=False)
+            else:
+                state = "sitting" if roll > 0.93 else "standing"
+                frac = float(rng.uniform(0.5, 0.9))
+                heading = float(rng.uniform(-np.pi, np.pi))
+                agent = make_agent(category, rng, road.point(a, road.sidewalk_offset(sign, frac)), heading, 0.0,
+                                   state)
+                placer.add(agent)
+        # Parked bicycles and motorcycles in the furniture zone next to the curb.
+        for _ in range(int(rng.poisson(length / 60.0))):
+            a = float(rng.uniform(a_lo, a_hi))
+            category = "vehicle.bicycle" if rng.random() < 0.6 else "vehicle.motorcycle"
+            heading = float(np.arctan2(*(road.normal * sign)[::-1])) + float(rng.normal(0, 0.2))
+            agent = make_agent(category, rng, road.point(a, road.sidewalk_offset(sign, 0.35)), heading, 0.0, "parked")
+            placer.add(agent)
+
+
+def _cross_road(city: City, ego: Ego, cross: Road, rng, placer: _Placer) -> None:
+    """Traffic and people on a road crossing the ego road at along-coordinate cross.pos."""
+    road = ego.road
+    for arm in (-1, 1):
+        # Queue on the incoming lanes (moving towards the ego road: direction -arm), behind the stop line.
+        stop = road.pos + arm * (road.half + CROSSING_GAP + min(cross.sidewalk, 4.0) + 1.0)
+        heading_in = float(np.arctan2(*(cross.direction * -arm)[::-1]))
+        heading_out = float(np.arctan2(*(cross.direction * arm)[::-1]))
+        for lane in range(cross.lanes):
+            lateral = cross.lane_offset(-arm, lane, city.side)
+            cursor = stop + arm * float(rng.uniform(1.0, 2.5))
+            for _ in range(int(rng.integers(0, 5))):
+                group = _vehicle(rng, _choice(rng, VEHICLE_MIX), (0, 0), heading_in, 0.0, "stopped")
+                for agent in reversed(group):   # front vehicle (the truck of a truck+trailer) first
+                    mid = cursor + arm * agent.size[0] / 2
+                    agent.start = cross.point(mid, lateral)
+                    placer.add(agent, check=False)
+                    cursor = mid + arm * (agent.size[0] / 2 + 0.4)
+                cursor += arm * float(rng.uniform(1.5, 3.5))
+            # Traffic leaving the intersection, already clear of it.
+            lateral_out = cross.lane_offset(arm, lane, city.side)
+            speed = float(rng.uniform(5.0, 12.0))
+            lo = road.pos + arm * (road.half + 12.0)
+            hi = road.pos + arm * 80.0
+            _platoon(city, cross, arm, lateral_out, speed, rng, placer, min(lo, hi), max(lo, hi), gap=(15.0, 50.0))
+        # Parked cars on the cross road near the intersection.
+        lo = road.pos + arm * (road.half + road.sidewalk + 10.0)
+        hi = road.pos + arm * 75.0
+        _curb_strips(city, cross, rng, placer, min(lo, hi), max(lo, hi), near_cross=False)
+        # Pedestrians on the cross road's sidewalks: some heading for the ego road stop at its curb.
+        for sign in (-1, 1):
+            for _ in range(int(rng.poisson(3.0))):
+                a = road.pos + arm * float(rng.uniform(road.half + 2.0, 60.0))
+                category = _choice(rng, PEDESTRIAN_MIX)
+                frac = float(rng.uniform(0.45, 0.9))
+                point = cross.point(a, cross.sidewalk_offset(sign, frac))
+                if rng.random() < 0.5:   # towards the ego road, waiting at the curb
+                    travel = max(0.0, abs(a - road.pos) - road.half - 0.5)
+                    agent = make_agent(category, rng, point, heading_in, float(rng.uniform(0.9, 1.6)), "moving",
+                                       max_travel=travel)
+                else:
+                    agent = make_agent(category, rng, point, heading_out, float(rng.uniform(0.9, 1.6)), "moving")
+                placer.add(agent, check=False)
+
+
+def _carparks(city: City, rng, placer: _Placer, ego: Ego, duration: float) -> None:
+    centre, _ = ego.pose(duration / 2)
+    reach = ego.speed * duration / 2 + 80.0
+    for poly in city.carparks:
+        x0, y0 = poly.min(0)
+        x1, y1 = poly.max(0)
+        nearest = np.clip(centre, [x0, y0], [x1, y1])
+        if np.hypot(*(nearest - centre)) > reach:
+            continue
+        row_y = y0 + 3.0
+        while row_y < y1 - 3.0:
+            x = x0 + 1.5
+            while x < x1 - 1.5:
+                if rng.random() < 0.6:
+                    category = "vehicle.car" if rng.random() < 0.92 else "vehicle.truck"
+                    heading = np.pi / 2 if rng.random() < 0.5 else -np.pi / 2
+                    agent = make_agent(category, rng, (x, row_y), heading, 0.0, "parked")
+                    if agent.size[0] < 6.5:
+                        placer.add(agent)
+                x += 2.7
+            row_y += 7.5 if (row_y - y0) % 15 < 7 else 5.5
+
+
+def _guaranteed_set(city: City, ego: Ego, rng, placer: _Placer) -> None:
+    """All 10 classes close to the ego's start (within the classes' evaluation ranges)."""
+    road = ego.road
+    d = ego.direction
+    heading_fwd = ego.yaw
+    far_side = -d          # the strip across the road (traffic in the other direction)
+    near_side = d
+    # Construction zone on the far-side parking strip, 12-30 m ahead.
+    zone_a = ego.start + d * float(rng.uniform(12.0, 22.0))
+    zone_len = float(rng.uniform(14.0, 22.0))
+    lateral_strip = road.strip_offset(far_side, city.side)
+    lane_edge = np.sign(lateral_strip) * (road.lanes_half + 0.3)
+    curb = np.sign(lateral_strip) * (road.half - 0.3)
+    heading_far = heading_fwd + np.pi
+    cv = make_agent("vehicle.construction", rng, (0, 0), heading_far, 0.0, "parked", required=True)
+    cv.size[1] = min(cv.size[1], road.strip_width + 0.3)
+    cv.parts = build_parts(cv, rng)
+    cv.start = road.point(zone_a + d * zone_len / 2, np.sign(lateral_strip) * (road.half - cv.size[1] / 2 + 0.3))
+    placer.add(cv, check=False)
+    n_cones = int(rng.integers(6, 11))
+    for i in range(n_cones):
+        a = zone_a + d * zone_len * i / max(1, n_cones - 1)
+        placer.add(make_agent("movable_object.trafficcone", rng, road.point(a, lane_edge), float(rng.uniform(-3, 3)),
+                              required=True), check=False)
+    for i in range(int(rng.integers(3, 7))):
+        a = zone_a - d * (1.5 + 2.8 * i)
+        placer.add(make_agent("movable_object.barrier", rng, road.point(a, curb - np.sign(curb) * 0.4),
+                              heading_fwd + np.pi / 2, required=True), check=False)
+    for i in range(int(rng.integers(1, 3))):
+        a = zone_a + d * zone_len * rng.uniform(0.1, 0.4)
+        placer.add(make_agent("human.pedestrian.construction_worker", rng,
+                              road.point(a, np.sign(curb) * (road.half - 1.2 - 0.6 * i)),
+                              float(rng.uniform(-np.pi, np.pi)), 0.0, "standing", required=True), check=False)
+    # Parked trailer and truck on the near-side strip, ahead and behind.
+    lateral_near = road.strip_offset(near_side, city.side)
+    for category, a in (("vehicle.trailer", ego.start + d * float(rng.uniform(20.0, 35.0))),
+                        ("vehicle.truck", ego.start - d * float(rng.uniform(10.0, 25.0)))):
+        agent = make_agent(category, rng, (0, 0), heading_fwd, 0.0, "parked", required=True)
+        push = max(0.0, agent.size[1] - road.strip_width + 0.2)
+        agent.start = road.point(a, lateral_near + np.sign(lateral_near) * push)
+        placer.add(agent)
+    # A bus in the opposite direction's lane next to the centre line, coming towards the ego.
+    bus = make_agent("vehicle.bus.rigid", rng, road.point(ego.start + d * float(rng.uniform(25.0, 40.0)),
+                                                          road.lane_offset(-d, 0, city.side)),
+                     heading_far, float(rng.uniform(4.0, 8.0)), "moving", required=True)
+    placer.add(bus, check=False)
+    # Bicycles and motorcycles: parked on the near sidewalk, ridden in the opposite lane's wake.
+    sign = 1 if np.sign(lateral_near) > 0 else -1
+    for category in ("vehicle.bicycle", "vehicle.bicycle", "vehicle.motorcycle", "vehicle.motorcycle"):
+        for _ in range(10):
+            a = ego.start + d * float(rng.uniform(-15.0, 25.0))
+            heading = float(np.arctan2(*(road.normal * sign)[::-1])) + float(rng.normal(0, 0.2))
+            agent = make_agent(category, rng, road.point(a, road.sidewalk_offset(sign, 0.35)), heading, 0.0, "parked",
+                               required=True)
+            if placer.add(agent):
+                break
+    rider_a = ego.start + d * float(rng.uniform(45.0, 60.0))
+    rider = make_agent("vehicle.motorcycle", rng, road.point(rider_a, road.lane_offset(-d, road.lanes - 1, city.side)),
+                       heading_far, float(rng.uniform(3.0, 6.0)), "moving", ridden=True, required=True)
+    placer.add(rider, check=False)
+    cyclist = make_agent("vehicle.bicycle", rng,
+                         road.point(ego.start + d * float(rng.uniform(-10.0, 10.0)),
+                                    road.sidewalk_offset(-sign, 0.6)),
+                         heading_fwd, float(rng.uniform(1.0, 2.5)), "moving", ridden=True, required=True)
+    placer.add(cyclist, check=False)
+
+
+def _thin_to_limits(agents: list[Agent], ego: Ego, duration: float, rng) -> list[Agent]:
+    """Drop optional agents (never the guaranteed set) until no keyframe sees more than MAX_PER_KEYFRAME
+    within the annotation radius, and drop agents that never come within it."""
+    times = np.arange(0.0, duration + 1e-6, 0.5)
+    ego_xy = np.array([ego.pose(t)[0] for t in times])
+    pos = np.array([[a.box(t)[:2] for t in times] for a in agents])          # A, T, 2
+    inside = np.linalg.norm(pos - ego_xy[None], axis=2) < ANNOTATION_RADIUS   # A, T
+    keep = inside.any(axis=1)
+    # Removing a lane vehicle would leave a gap, which is fine; remove the least important first.
+    order = rng.permutation(len(agents))
+    for idx in order:
+        counts = inside[keep].sum(axis=0)
+        if counts.max() <= MAX_PER_KEYFRAME:
+            break
+        if keep[idx] and not agents[idx].required and np.any(inside[idx] & (counts > MAX_PER_KEYFRAME)):
+            keep[idx] = False
+    return [a for a, k in zip(agents, keep) if k]

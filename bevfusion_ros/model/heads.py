@@ -1,0 +1,76 @@
+"""Heads on the decoded BEV: a CenterPoint-style detection head and BEVFusion's map-segmentation head.
+
+Detection (all maps at the BEV size, axis 2 = x, axis 3 = y; see box_coder.py for the encoding):
+``heatmap`` [B, 10, X, Y] logits, ``reg`` [B, 2, X, Y] sub-cell offset, ``height`` [B, 1] box-centre z,
+``dim`` [B, 3] log(l, w, h), ``rot`` [B, 2] (sin, cos) of yaw, ``vel`` [B, 2] (vx, vy) m/s,
+``attr`` [B, 8] attribute logits.
+Map segmentation: ``map`` [B, n_map_classes, Xm, Ym] logits on the map grid (BEVFusion resamples the
+[-54, 54] BEV onto [-50, 50] at 0.5 m with ``grid_sample``).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from bevfusion_ros.model.camera import conv_bn_relu
+from bevfusion_ros.model.config import ModelConfig
+
+# name -> channels (None = number of classes / attributes); the fixed output order of bev_head.
+DETECTION_OUTPUTS: tuple[tuple[str, int | None], ...] = (
+    ("heatmap", None), ("reg", 2), ("height", 1), ("dim", 3), ("rot", 2), ("vel", 2), ("attr", None))
+
+
+class CenterHead(nn.Module):
+    def __init__(self, in_channels: int, config: ModelConfig):
+        super().__init__()
+        det = config.detection
+        self.shared = conv_bn_relu(in_channels, det.shared_channels, 3)
+        self.branches = nn.ModuleDict()
+        for name, channels in DETECTION_OUTPUTS:
+            if channels is None:
+                channels = len(config.detection_classes) if name == "heatmap" else len(config.attributes)
+            final = nn.Conv2d(det.head_channels, channels, 1)
+            if name == "heatmap":
+                nn.init.constant_(final.bias, -2.19)
+            self.branches[name] = nn.Sequential(conv_bn_relu(det.shared_channels, det.head_channels, 3), final)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        x = self.shared(x)
+        return {name: branch(x) for name, branch in self.branches.items()}
+
+
+def resample_grid(in_x: tuple[float, float], in_y: tuple[float, float], out_xbound, out_ybound,
+                  device=None) -> torch.Tensor:
+    """``grid_sample`` grid [1, Xm, Ym, 2] mapping map-cell centres to normalized BEV coordinates.
+    The BEV tensor is [B, C, X, Y]: grid_sample's H axis is x and its W axis is y."""
+    x0, x1, dx = out_xbound
+    y0, y1, dy = out_ybound
+    xs = torch.arange(x0 + dx / 2, x1, dx, dtype=torch.float32, device=device)
+    ys = torch.arange(y0 + dy / 2, y1, dy, dtype=torch.float32, device=device)
+    nx = (xs - in_x[0]) / (in_x[1] - in_x[0]) * 2 - 1
+    ny = (ys - in_y[0]) / (in_y[1] - in_y[0]) * 2 - 1
+    gx, gy = torch.meshgrid(nx, ny, indexing="ij")
+    return torch.stack([gy, gx], dim=-1)[None]
+
+
+class MapSegHead(nn.Module):
+    def __init__(self, in_channels: int, config: ModelConfig):
+        super().__init__()
+        mc = config.map
+        pcr = config.point_cloud_range
+        self.register_buffer("grid", resample_grid((pcr[0], pcr[3]), (pcr[1], pcr[4]), mc.xbound, mc.ybound),
+                             persistent=False)
+        self.resample_first = mc.resample_first
+        self.classifier = nn.Sequential(conv_bn_relu(in_channels, mc.hidden_channels, 3),
+                                        conv_bn_relu(mc.hidden_channels, mc.hidden_channels, 3),
+                                        nn.Conv2d(mc.hidden_channels, len(mc.classes), 1))
+
+    def _resample(self, x: torch.Tensor) -> torch.Tensor:
+        grid = self.grid.to(x.dtype).expand(x.shape[0], -1, -1, -1)
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.resample_first:
+            return self.classifier(self._resample(x))
+        return self._resample(self.classifier(x))

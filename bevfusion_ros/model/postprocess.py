@@ -1,0 +1,94 @@
+"""Raw head outputs -> ``frame.Detections`` and ``frame.BEVMap`` (one sample of the batch).
+
+Decoding: sigmoid heatmap, 3x3 max-pool peak picking, top-k over all classes, score threshold,
+CenterPoint box decoding, class-aware circle NMS (centre distance < the class's radius suppresses the
+lower score), attribute = argmax over the attributes the class may carry. Map: sigmoid probabilities.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from bevfusion_ros.classes import ATTRIBUTES, CLASS_ATTRIBUTES, DETECTION_CLASSES
+from bevfusion_ros.frame import BEVMap, Detections
+from bevfusion_ros.model.box_coder import BoxCoder
+from bevfusion_ros.model.config import ModelConfig
+
+# [n_classes, n_attributes] bool: which attributes a class may carry
+_ALLOWED = np.array([[a in CLASS_ATTRIBUTES[c] for a in ATTRIBUTES] for c in DETECTION_CLASSES])
+
+
+def circle_nms(centres: np.ndarray, scores: np.ndarray, radius: float) -> np.ndarray:
+    """Greedy NMS on BEV centre distance; returns kept indices sorted by score (descending)."""
+    order = np.argsort(-scores, kind="stable")
+    if radius <= 0 or len(order) <= 1:
+        return order
+    pts = centres[order]
+    dist2 = ((pts[:, None, :] - pts[None, :, :]) ** 2).sum(-1)
+    suppressed = np.zeros(len(order), bool)
+    keep = []
+    for i in range(len(order)):
+        if suppressed[i]:
+            continue
+        keep.append(i)
+        suppressed |= dist2[i] < radius * radius
+    return order[np.array(keep, dtype=np.int64)]
+
+
+class PostProcessor:
+    def __init__(self, config: ModelConfig, score_threshold: float | None = None):
+        self.config = config
+        self.coder = BoxCoder(config)
+        det = config.detection
+        self.score_threshold = det.score_threshold if score_threshold is None else float(score_threshold)
+        self.pre_max = det.pre_max_size
+        self.post_max = det.post_max_size
+        self.nms_radius = list(det.nms_radius)
+
+    @torch.no_grad()
+    def detections(self, outputs: dict[str, torch.Tensor], index: int = 0) -> Detections:
+        if "heatmap" not in outputs:
+            return Detections.empty()
+        heat = outputs["heatmap"][index].float().sigmoid()                   # C, X, Y
+        n_cls, size_x, size_y = heat.shape
+        peaks = F.max_pool2d(heat[None], 3, 1, 1)[0]
+        heat = heat * (peaks == heat)
+        scores, flat = heat.reshape(-1).topk(min(self.pre_max, heat.numel()))
+        keep = scores > self.score_threshold
+        scores, flat = scores[keep], flat[keep]
+        if len(scores) == 0:
+            return Detections.empty()
+        labels = flat // (size_x * size_y)
+        pos = flat % (size_x * size_y)
+        xs, ys = pos // size_y, pos % size_y
+
+        def gather(name: str) -> torch.Tensor:
+            return outputs[name][index].float().reshape(outputs[name].shape[1], -1)[:, pos].T
+
+        boxes = self.coder.decode(xs, ys, gather("reg"), gather("height"), gather("dim"), gather("rot"),
+                                  gather("vel")).cpu().numpy()
+        attr_logits = gather("attr").cpu().numpy()
+        scores_np, labels_np = scores.cpu().numpy(), labels.cpu().numpy()
+        kept = []
+        for cls in np.unique(labels_np):
+            idx = np.nonzero(labels_np == cls)[0]
+            order = circle_nms(boxes[idx, :2], scores_np[idx], self.nms_radius[int(cls)])
+            kept.append(idx[order])
+        sel = np.concatenate(kept)
+        sel = sel[np.argsort(-scores_np[sel], kind="stable")][: self.post_max]
+        boxes, scores_np, labels_np, attr_logits = boxes[sel], scores_np[sel], labels_np[sel], attr_logits[sel]
+        allowed = _ALLOWED[labels_np]
+        masked = np.where(allowed, attr_logits, -np.inf)
+        attributes = np.where(allowed.any(1), masked.argmax(1), -1)
+        return Detections(boxes.astype(np.float32), scores_np.astype(np.float32), labels_np.astype(np.int64),
+                          attributes.astype(np.int64))
+
+    @torch.no_grad()
+    def bev_map(self, outputs: dict[str, torch.Tensor], index: int = 0) -> BEVMap | None:
+        if "map" not in outputs:
+            return None
+        mc = self.config.map
+        probs = outputs["map"][index].float().sigmoid().cpu().numpy().astype(np.float32)
+        return BEVMap(probs=probs, resolution=float(mc.xbound[2]), x_min=float(mc.xbound[0]),
+                      y_min=float(mc.ybound[0]))

@@ -1,0 +1,167 @@
+"""``frame.Frame`` -> model input tensors, identical for training, evaluation and the ROS node.
+
+Images: BEVFusion's ImageAug3D at test time -- resize by ``camera.resize_test`` (scaled by
+``source_width / image width`` so non-1600-px cameras get the same field of view), crop to
+``camera.image_size`` keeping the bottom rows (``bot_pct_lim``) and centring horizontally, then ImageNet
+normalization. The pixel transform original -> network input is returned as a 3x3 ``image_aug`` matrix
+(consumed by ``bev_pool.frustum_points``). Training draws the resize/crop/flip/rotation at random
+(``data/augment.py``) through the same :func:`image_aug_matrix` / :func:`warp_image`.
+
+LiDAR depth (DepthLSS input): points projected into every network-input image, nearest depth per pixel.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+
+from bevfusion_ros.frame import Frame
+from bevfusion_ros.model.config import ModelConfig
+
+
+def image_aug_matrix(resize: float, crop_xy: tuple[float, float], flip: bool, rotate_deg: float,
+                     final_hw: tuple[int, int]) -> np.ndarray:
+    """3x3 matrix mapping original-image pixels to network-input pixels: scale, crop, flip, rotate about
+    the centre of the final image."""
+    fh, fw = final_hw
+    m = np.array([[resize, 0.0, -crop_xy[0]], [0.0, resize, -crop_xy[1]], [0.0, 0.0, 1.0]])
+    if flip:
+        m = np.array([[-1.0, 0.0, fw - 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]) @ m
+    if rotate_deg:
+        centre = ((fw - 1) / 2.0, (fh - 1) / 2.0)
+        rot = np.vstack([cv2.getRotationMatrix2D(centre, rotate_deg, 1.0), [0.0, 0.0, 1.0]])
+        m = rot @ m
+    return m
+
+
+def test_image_params(config: ModelConfig, width: int, height: int) -> tuple[float, tuple[int, int]]:
+    """(resize, (crop_x, crop_y)) of BEVFusion's test-time transform for an image of this size."""
+    cam = config.camera
+    fh, fw = cam.image_size
+    resize = cam.resize_test * cam.source_width / float(width)
+    new_w, new_h = int(width * resize), int(height * resize)
+    crop_y = int((1 - float(np.mean(cam.bot_pct_lim))) * new_h) - fh
+    crop_x = int(max(0, new_w - fw) / 2)
+    return resize, (crop_x, crop_y)
+
+
+def warp_image(image: np.ndarray, resize: float, matrix: np.ndarray, final_hw: tuple[int, int]) -> np.ndarray:
+    """Apply ``matrix`` (original -> final pixels) to an HxWx3 uint8 image: area-resize first (no
+    aliasing), then one affine warp for crop/flip/rotation."""
+    h, w = image.shape[:2]
+    new_w, new_h = max(1, int(w * resize)), max(1, int(h * resize))
+    scaled = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA)
+    sx, sy = new_w / w, new_h / h
+    to_scaled = np.array([[sx, 0, 0], [0, sy, 0], [0, 0, 1.0]])
+    rest = matrix @ np.linalg.inv(to_scaled)
+    fh, fw = final_hw
+    return cv2.warpAffine(scaled, rest[:2].astype(np.float64), (fw, fh), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+
+
+def normalize_images(images: np.ndarray, config: ModelConfig) -> torch.Tensor:
+    """[N, H, W, 3] uint8 RGB -> [N, 3, H, W] float32 normalized."""
+    t = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0)
+    mean = torch.tensor(config.camera.mean).view(1, 3, 1, 1)
+    std = torch.tensor(config.camera.std).view(1, 3, 1, 1)
+    return (t - mean) / std
+
+
+def lidar_depth_maps(points: torch.Tensor, intrinsics: torch.Tensor, T_lidar_cam: torch.Tensor,
+                     image_aug: torch.Tensor, image_hw: tuple[int, int]) -> torch.Tensor:
+    """points [P, >=3] (LiDAR frame, augmented), per camera K [N,3,3], T_lidar_cam [N,4,4] (same frame as
+    the points), image_aug [N,3,3] -> depth [N, 1, H, W] (0 = no point; nearest point wins)."""
+    n = T_lidar_cam.shape[0]
+    h, w = image_hw
+    out = torch.zeros(n * h * w, dtype=torch.float32)
+    if points.shape[0] == 0:
+        return out.view(n, 1, h, w)
+    xyz = points[:, :3].double()
+    T_cam_lidar = torch.linalg.inv(T_lidar_cam.double())
+    cam = torch.einsum("nij,pj->npi", T_cam_lidar[:, :3, :3], xyz) + T_cam_lidar[:, None, :3, 3]
+    proj = image_aug.double() @ intrinsics.double()
+    uvw = torch.einsum("nij,npj->npi", proj, cam)
+    depth = cam[..., 2]
+    valid = depth > 0.1
+    u = torch.floor(uvw[..., 0] / depth.clamp(min=1e-3))
+    v = torch.floor(uvw[..., 1] / depth.clamp(min=1e-3))
+    valid &= (u >= 0) & (u < w) & (v >= 0) & (v < h)
+    cam_idx = torch.arange(n)[:, None].expand_as(u)
+    flat = (cam_idx * h * w + v.clamp(0, h - 1).long() * w + u.clamp(0, w - 1).long())[valid]
+    vals = depth[valid].float()
+    out.fill_(float("inf"))
+    out.scatter_reduce_(0, flat, vals, reduce="amin", include_self=True)
+    out[torch.isinf(out)] = 0.0
+    return out.view(n, 1, h, w)
+
+
+class Preprocessor:
+    """Frame -> a batch of one (dict of tensors, the ``BEVFusion.forward`` input)."""
+
+    def __init__(self, config: ModelConfig):
+        self.config = config
+
+    def check_frame(self, frame: Frame) -> np.ndarray:
+        points = np.asarray(frame.points)
+        if points.ndim != 2 or points.shape[1] < 4:
+            raise ValueError(f"frame.points must be [N, 5] (x, y, z, intensity, dt) or [N, 4], got {points.shape}")
+        if points.shape[1] == 4:
+            points = np.concatenate([points, np.zeros((len(points), 1), points.dtype)], 1)
+        points = points[:, :5].astype(np.float32, copy=False)
+        finite = np.isfinite(points).all(1)
+        if not finite.all():
+            points = points[finite]
+        if len(frame.cameras) != self.config.num_cameras:
+            raise ValueError(f"frame has {len(frame.cameras)} cameras, the model expects {self.config.num_cameras} "
+                             "(masked cameras must still be listed, with image=None)")
+        return points
+
+    def camera_geometry(self, frame: Frame) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(images [N,H,W,3] uint8, K [N,3,3], T_lidar_cam [N,4,4], image_aug [N,3,3], mask [N])."""
+        fh, fw = self.config.camera.image_size
+        n = len(frame.cameras)
+        images = np.zeros((n, fh, fw, 3), np.uint8)
+        Ks = np.zeros((n, 3, 3))
+        Ts = np.zeros((n, 4, 4))
+        augs = np.zeros((n, 3, 3))
+        mask = np.zeros(n, np.float32)
+        for i, cam in enumerate(frame.cameras):
+            K = np.asarray(cam.intrinsic, dtype=np.float64)
+            T = np.asarray(cam.T_lidar_cam, dtype=np.float64)
+            if K.shape != (3, 3) or T.shape != (4, 4) or not (np.isfinite(K).all() and np.isfinite(T).all()):
+                raise ValueError(f"camera {cam.name}: intrinsic must be a finite 3x3 and T_lidar_cam a finite 4x4, "
+                                 f"got {K.shape} and {T.shape}")
+            if cam.image is not None:
+                img = np.asarray(cam.image)
+                if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8 or min(img.shape[:2]) < 2:
+                    raise ValueError(f"camera {cam.name}: image must be HxWx3 uint8, got {img.shape} {img.dtype}")
+                height, width = img.shape[:2]
+            else:
+                img = None
+                width = int(round(2 * K[0, 2])) or self.config.camera.source_width
+                height = int(round(2 * K[1, 2])) or 900
+            resize, crop = test_image_params(self.config, width, height)
+            aug = image_aug_matrix(resize, crop, False, 0.0, (fh, fw))
+            if img is not None:
+                images[i] = warp_image(img, resize, aug, (fh, fw))
+                mask[i] = 1.0
+            Ks[i], Ts[i], augs[i] = K, T, aug
+        return images, Ks, Ts, augs, mask
+
+    def __call__(self, frame: Frame, device: str | torch.device = "cpu") -> dict:
+        points = self.check_frame(frame)
+        images, Ks, Ts, augs, mask = self.camera_geometry(frame)
+        pts = torch.from_numpy(points)
+        inputs = {
+            "points": [pts.to(device)],
+            "images": normalize_images(images, self.config)[None].to(device),
+            "intrinsics": torch.from_numpy(Ks).float()[None].to(device),
+            "T_lidar_cam": torch.from_numpy(Ts).float()[None].to(device),
+            "image_aug": torch.from_numpy(augs).float()[None].to(device),
+            "camera_mask": torch.from_numpy(mask)[None].to(device),
+        }
+        if self.config.use_camera and self.config.vtransform.lidar_depth:
+            depth = lidar_depth_maps(pts, torch.from_numpy(Ks), torch.from_numpy(Ts), torch.from_numpy(augs),
+                                     tuple(self.config.camera.image_size))
+            inputs["lidar_depth"] = depth[None].to(device)
+        return inputs

@@ -1,0 +1,133 @@
+"""``PerceptionPipeline``: Frame -> PerceptionResult with any back-end, timing every stage.
+
+Stages (``result.timings_ms`` keys): ``preprocess`` (image resize/crop/normalize, LiDAR depth maps),
+``voxelize``, ``lidar_encoder`` (sparse conv), ``camera_encoder`` (back-end), ``bev_pool`` (incl. a plan
+rebuild when needed), ``bev_head`` (back-end), ``postprocess``, ``total``.
+
+The bev_pool plan is cached: it is rebuilt only when the camera matrices (K, T_lidar_cam, image_aug)
+change -- they are hashed every frame; ``plan_rebuilds`` counts rebuilds.
+
+Fallbacks (documented in models/README.md): an empty point cloud still runs (the LiDAR BEV is zero; an
+empty scene yields empty detections); masked cameras have their features zeroed, so with every camera
+masked a fusion model runs LiDAR-only; a camera-only model with every camera masked returns no detections
+and no map. Missing/corrupt checkpoints and config/checkpoint mismatches raise ``UserError``.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bevfusion_ros.errors import UserError
+from bevfusion_ros.frame import Detections, Frame, PerceptionResult
+from bevfusion_ros.model.bevfusion import BEVFusion
+from bevfusion_ros.model.checkpoint import load_into, read_checkpoint
+from bevfusion_ros.model.config import ModelConfig, load_config
+from bevfusion_ros.model.postprocess import PostProcessor
+from bevfusion_ros.model.preprocess import Preprocessor
+from bevfusion_ros.runtime.backend import Backend, make_backend
+
+
+def load_model(config: ModelConfig | str | Path, checkpoint_path: str | Path | None, device: str = "cpu"
+               ) -> tuple[BEVFusion, ModelConfig]:
+    config = config if isinstance(config, ModelConfig) else load_config(config)
+    model = BEVFusion(config)
+    if checkpoint_path is not None:
+        payload = read_checkpoint(checkpoint_path)
+        load_into(model, payload, config, source=f"checkpoint {checkpoint_path}")
+    return model.to(device).eval(), config
+
+
+class PerceptionPipeline:
+    def __init__(self, config_path: str | Path | ModelConfig, checkpoint_path: str | Path | None,
+                 backend: str | Backend = "torch", device: str = "cpu", score_threshold: float | None = None,
+                 modality: str | None = None, **backend_options):
+        config = config_path if isinstance(config_path, ModelConfig) else load_config(config_path)
+        if modality is not None and modality != config.modality:
+            raise UserError(f"modality {modality!r} requested but the config is {config.modality!r}; mask "
+                            "cameras (image=None) or pass no points to run a fusion model single-modality")
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise UserError("device 'cuda' requested but CUDA is not available")
+        self.model, self.config = load_model(config, checkpoint_path, str(self.device))
+        if self.device.type == "cpu":
+            self._fuse_sparse()
+        self.backend = backend if isinstance(backend, Backend) else make_backend(backend, self.model,
+                                                                                 **backend_options)
+        self.preprocess = Preprocessor(self.config)
+        self.postprocess = PostProcessor(self.config, score_threshold)
+        self.plan_rebuilds = 0
+        self._plan = None
+        self._plan_key: str | None = None
+
+    def _fuse_sparse(self) -> None:
+        if not self.config.use_lidar:
+            return
+        try:
+            import sparse_conv
+            fused = sparse_conv.fuse_for_inference(self.model.lidar.encoder)
+            if fused is not None:
+                self.model.lidar.encoder = fused
+        except (ImportError, AttributeError, NotImplementedError):
+            pass
+
+    # ------------------------------------------------------------------ plan cache
+    def _camera_plan(self, inputs: dict):
+        arrays = [inputs["intrinsics"], inputs["T_lidar_cam"], inputs["image_aug"]]
+        digest = hashlib.sha1()
+        for a in arrays:
+            digest.update(a.detach().cpu().numpy().astype(np.float32).tobytes())
+        key = digest.hexdigest()
+        if key != self._plan_key:
+            self._plan = self.model.vtransform.plan(*arrays)
+            self._plan_key = key
+            self.plan_rebuilds += 1
+        return self._plan
+
+    # ------------------------------------------------------------------ inference
+    @torch.inference_mode()
+    def infer(self, frame: Frame) -> PerceptionResult:
+        timings: dict[str, float] = {}
+        start = t = time.perf_counter()
+
+        def lap(name: str) -> None:
+            nonlocal t
+            if self.device.type == "cuda":
+                torch.cuda.synchronize()
+            now = time.perf_counter()
+            timings[name] = (now - t) * 1e3
+            t = now
+
+        try:
+            inputs = self.preprocess(frame, self.device)
+        except ValueError as err:
+            raise UserError(f"bad frame: {err}") from None
+        lap("preprocess")
+        config = self.config
+        lidar_bev = camera_bev = None
+        if config.use_lidar:
+            feats, coords = self.model.lidar.voxelize(inputs["points"])
+            lap("voxelize")
+            lidar_bev = self.model.lidar.encode(feats, coords, 1)
+            lap("lidar_encoder")
+        mask = inputs["camera_mask"]
+        if config.use_camera:
+            if not bool(mask.any()) and not config.use_lidar:
+                timings["total"] = (time.perf_counter() - start) * 1e3
+                return PerceptionResult(Detections.empty(), None, timings)
+            depth, context = self.backend.run_camera_encoder(inputs["images"], inputs.get("lidar_depth"))
+            context = context * mask.to(context.dtype)[:, :, None, None, None]
+            lap("camera_encoder")
+            plan = self._camera_plan(inputs)
+            camera_bev = self.model.vtransform.pool(plan, depth, context)
+            lap("bev_pool")
+        outputs = self.backend.run_bev_head(lidar_bev, camera_bev)
+        lap("bev_head")
+        detections = self.postprocess.detections(outputs) if config.detection.enabled else Detections.empty()
+        bev_map = self.postprocess.bev_map(outputs)
+        lap("postprocess")
+        timings["total"] = (time.perf_counter() - start) * 1e3
+        return PerceptionResult(detections, bev_map, timings)

@@ -1,0 +1,115 @@
+"""PerceptionPipeline behaviour: cached bev_pool plan, fallbacks (empty cloud, masked cameras) and bad
+inputs (missing/corrupt checkpoint, config mismatch, wrong shapes) as clear UserErrors."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from bevfusion_ros.errors import UserError
+from bevfusion_ros.frame import Frame
+from bevfusion_ros.model.bevfusion import BEVFusion
+from bevfusion_ros.model.checkpoint import save_checkpoint
+from bevfusion_ros.model.config import load_config
+from bevfusion_ros.runtime.backend import Backend, TorchBackend, make_backend
+from bevfusion_ros.runtime.pipeline import PerceptionPipeline
+
+from model_helpers import TINY, make_frame
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    config = load_config(TINY)
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    save_checkpoint(path, BEVFusion(config), config, {"note": "random weights"})
+    return path
+
+
+@pytest.fixture(scope="module")
+def pipeline(tiny_checkpoint):
+    return PerceptionPipeline(TINY, tiny_checkpoint, backend="torch", score_threshold=0.3)
+
+
+def test_plan_is_built_once_and_rebuilt_only_when_calibration_changes(pipeline):
+    frame = make_frame(2000, seed=1)
+    before = pipeline.plan_rebuilds
+    pipeline.infer(frame)
+    pipeline.infer(make_frame(2500, seed=2))      # new points and images, same rig
+    assert pipeline.plan_rebuilds == before + 1
+    frame.cameras[0].T_lidar_cam = frame.cameras[0].T_lidar_cam.copy()
+    frame.cameras[0].T_lidar_cam[0, 3] += 0.05
+    result = pipeline.infer(frame)
+    assert pipeline.plan_rebuilds == before + 2
+    for stage in ("preprocess", "voxelize", "lidar_encoder", "camera_encoder", "bev_pool", "bev_head",
+                  "postprocess", "total"):
+        assert stage in result.timings_ms
+
+
+def test_all_cameras_masked_runs_lidar_only(pipeline):
+    masked = make_frame(2000, seed=3, masked=tuple(c.name for c in make_frame(10).cameras))
+    result = pipeline.infer(masked)
+    assert result.bev_map is not None and result.bev_map.probs.shape == (6, 200, 200)
+    assert np.isfinite(result.bev_map.probs).all()
+    # masking is a zeroing of camera features: the images of masked cameras cannot matter
+    masked_other = make_frame(2000, seed=3, masked=tuple(c.name for c in make_frame(10).cameras))
+    again = pipeline.infer(masked_other)
+    np.testing.assert_allclose(result.bev_map.probs, again.bev_map.probs, atol=1e-6)
+
+
+def test_empty_point_cloud_still_runs(pipeline):
+    frame = make_frame(0, seed=4)
+    result = pipeline.infer(frame)
+    assert result.bev_map is not None
+    assert result.detections.boxes.shape[1] == 9
+
+
+def test_points_with_wrong_shape_are_a_user_error(pipeline):
+    frame = make_frame(100)
+    frame.points = np.zeros((100, 3), np.float32)
+    with pytest.raises(UserError, match="points"):
+        pipeline.infer(frame)
+
+
+def test_wrong_camera_count_and_bad_image_are_user_errors(pipeline):
+    frame = make_frame(100)
+    short = Frame(stamp_us=1, points=frame.points, cameras=frame.cameras[:4])
+    with pytest.raises(UserError, match="cameras"):
+        pipeline.infer(short)
+    frame.cameras[1].image = np.zeros((10, 10), np.uint8)
+    with pytest.raises(UserError, match="CAM_FRONT_RIGHT"):
+        pipeline.infer(frame)
+
+
+def test_missing_checkpoint_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        PerceptionPipeline(TINY, tmp_path / "nope.pt")
+
+
+def test_corrupt_checkpoint_is_a_user_error(tmp_path):
+    path = tmp_path / "corrupt.pt"
+    path.write_bytes(b"this is not a checkpoint" * 10)
+    with pytest.raises(UserError, match="corrupt"):
+        PerceptionPipeline(TINY, path)
+
+
+def test_foreign_pickle_is_refused_by_weights_only(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "x", "obj": object.__new__(Frame)}, path)
+    with pytest.raises(UserError):
+        PerceptionPipeline(TINY, path)
+
+
+def test_config_checkpoint_mismatch_is_a_user_error(tmp_path, tiny_checkpoint):
+    other = tmp_path / "wide.yaml"
+    other.write_text(TINY.read_text().replace("fuser_channels: 64", "fuser_channels: 96"))
+    with pytest.raises(UserError, match="different model config.*fuser_channels"):
+        PerceptionPipeline(other, tiny_checkpoint)
+
+
+def test_make_backend_by_name(tiny_checkpoint):
+    model = BEVFusion(load_config(TINY))
+    assert isinstance(make_backend("torch", model), TorchBackend)
+    with pytest.raises(UserError, match="unknown back-end"):
+        make_backend("cuda-magic", model)
+    assert issubclass(TorchBackend, Backend)

@@ -1,0 +1,147 @@
+"""Pooling kernels in plain torch (the CPU path; also runs on CUDA tensors when asked for ``backend="torch"``).
+
+Formulation: with the plan's points sorted by cell, the fused pooling
+
+    bev[cell, c] = sum over in-grid points k of cell:  depth_probs[point_index[k]] * F[pixel_index[k], c]
+
+(``F = feats`` as ``[pixels, C]``) is a weighted sparse-times-dense product ``A @ F`` whose sparse matrix
+``A [cells x pixels]`` has the plan's CSR structure and the gathered depth probabilities as values. It is
+computed with ``embedding_bag(mode="sum", per_sample_weights=...)`` — one bag per BEV cell, the feature
+matrix as the table — which on CPU runs FBGEMM's vectorized SpMDM kernels and never forms the
+``[points, C]`` product. The only per-point temporary is the gathered weight vector ``[K]``; the output is
+written one chunk of cells at a time straight into the (channels-last) result, so the extra memory is
+``K`` weights + ``C x pixels`` (the transposed features) + small per-chunk index vectors.
+
+The classic form (``point_feats [P, C]`` already multiplied) is the same with ``point_index`` as the bag
+indices and no weights. Backward passes are the transposed products (bags per pixel / scatter per point).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as functional
+
+from .plan import BEVPoolPlan
+
+# Cells per embedding_bag call: keeps each call's output in cache and its index slices small.
+CELL_CHUNK = 8192
+# Points per chunk in the depth-probability gradient (bounds the [chunk, C] temporaries).
+POINT_CHUNK = 1 << 17
+
+_COMPUTE_DTYPES = (torch.float32, torch.float64)
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """fp16/bf16 inputs are accumulated in fp32 (as the CUDA kernel does)."""
+    return dtype if dtype in _COMPUTE_DTYPES else torch.float32
+
+
+def _bag_into(out_rows: torch.Tensor, table: torch.Tensor, indices: torch.Tensor, offsets: torch.Tensor,
+              weights: torch.Tensor | None) -> None:
+    """``out_rows[i] = sum_j weights[j] * table[indices[j]]`` over bag ``i`` (``offsets`` = bag starts)."""
+    if out_rows.is_cpu and out_rows.is_contiguous():
+        try:  # the out= overload writes the bag sums in place (no extra output buffer, no copy)
+            empty = indices.new_empty(0)
+            torch.ops.aten._embedding_bag_forward_only.out(
+                table, indices, offsets, False, 0, False, weights, False, -1,
+                out0=out_rows, out1=empty, out2=empty.clone(), out3=empty.clone())
+            return
+        except (RuntimeError, AttributeError):  # pragma: no cover - older/newer torch without the overload
+            pass
+    out_rows.copy_(functional.embedding_bag(indices, table, offsets, mode="sum", per_sample_weights=weights))
+
+
+def _pool_sorted(out_flat: torch.Tensor, table: torch.Tensor, indices: torch.Tensor,
+                 weights: torch.Tensor | None, row_offsets: torch.Tensor, chunk: int = CELL_CHUNK) -> None:
+    """Bag sums for every row of ``out_flat`` (``row_offsets [rows + 1]``: CSR pointer into ``indices``)."""
+    rows = out_flat.shape[0]
+    if indices.numel() == 0:
+        out_flat.zero_()
+        return
+    bounds = row_offsets[::chunk].tolist() + [int(row_offsets[-1])]
+    for number, start in enumerate(range(0, rows, chunk)):
+        stop = min(start + chunk, rows)
+        first, last = bounds[number], bounds[number + 1]
+        _bag_into(out_flat[start:stop], table, indices[first:last], row_offsets[start:stop] - first,
+                  None if weights is None else weights[first:last])
+
+
+def feats_as_rows(feats: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``[B, N, C, H, W]`` -> ``[B*N*H*W, C]`` contiguous (row = pixel index)."""
+    channels = feats.shape[2]
+    return feats.permute(0, 1, 3, 4, 2).to(dtype).reshape(-1, channels).contiguous()
+
+
+def fused_forward(plan: BEVPoolPlan, depth_probs: torch.Tensor, feats: torch.Tensor,
+                  out_flat: torch.Tensor) -> None:
+    """Fused pooling into ``out_flat [cells, C]`` (contiguous; any float dtype)."""
+    dtype = compute_dtype(feats.dtype)
+    table = feats_as_rows(feats, dtype)
+    weights = depth_probs.reshape(-1).to(dtype).take(plan.point_index)
+    target = out_flat if out_flat.dtype == dtype else torch.empty(out_flat.shape, dtype=dtype,
+                                                                  device=out_flat.device)
+    _pool_sorted(target, table, plan.pixel_index, weights, plan.cell_offsets)
+    if target is not out_flat:
+        out_flat.copy_(target)
+
+
+def points_forward(plan: BEVPoolPlan, point_feats: torch.Tensor, out_flat: torch.Tensor) -> None:
+    """Classic pooling of ``point_feats [P, C]`` (frustum order) into ``out_flat [cells, C]``."""
+    dtype = compute_dtype(point_feats.dtype)
+    table = point_feats.to(dtype).contiguous()
+    target = out_flat if out_flat.dtype == dtype else torch.empty(out_flat.shape, dtype=dtype,
+                                                                  device=out_flat.device)
+    _pool_sorted(target, table, plan.point_index, None, plan.cell_offsets)
+    if target is not out_flat:
+        out_flat.copy_(target)
+
+
+# ---------------------------------------------------------------------------------------------- backward
+
+
+def _pixel_order(plan: BEVPoolPlan) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sorted points re-ordered by pixel, and the pixel CSR pointer (cached on the plan)."""
+    cached = plan._backward_cache.get("pixel_order")
+    if cached is None:
+        batch, cams, _, height, width = plan.geometry_shape
+        num_pixels = batch * cams * height * width
+        pixels, order = torch.sort(plan.pixel_index, stable=True)
+        offsets = torch.zeros(num_pixels + 1, dtype=torch.int64, device=plan.device)
+        torch.cumsum(torch.bincount(pixels, minlength=num_pixels), 0, out=offsets[1:])
+        cached = (order, offsets)
+        plan._backward_cache["pixel_order"] = cached
+    return cached
+
+
+def fused_backward(plan: BEVPoolPlan, depth_probs: torch.Tensor, feats: torch.Tensor, grad_flat: torch.Tensor,
+                   need_depth: bool, need_feats: bool) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Gradients of the fused form given ``grad_flat [cells, C]`` (contiguous, compute dtype)."""
+    batch, cams, depth, height, width = plan.geometry_shape
+    channels = feats.shape[2]
+    dtype = grad_flat.dtype
+    weights = depth_probs.reshape(-1).to(dtype).take(plan.point_index)
+    cells = plan.cell_of_points()
+    grad_depth = grad_feats = None
+    if need_feats:
+        order, pixel_offsets = _pixel_order(plan)
+        rows = torch.empty(batch * cams * height * width, channels, dtype=dtype, device=grad_flat.device)
+        _pool_sorted(rows, grad_flat, cells[order], weights[order], pixel_offsets)
+        grad_feats = rows.view(batch, cams, height, width, channels).permute(0, 1, 4, 2, 3).contiguous()
+    if need_depth:
+        table = feats_as_rows(feats, dtype)
+        flat = torch.zeros(batch * cams * depth * height * width, dtype=dtype, device=grad_flat.device)
+        for start in range(0, plan.num_points, POINT_CHUNK):
+            stop = min(start + POINT_CHUNK, plan.num_points)
+            dots = (grad_flat[cells[start:stop]] * table[plan.pixel_index[start:stop]]).sum(dim=1)
+            flat[plan.point_index[start:stop]] = dots
+        grad_depth = flat.view(batch, cams, depth, height, width)
+    return grad_depth, grad_feats
+
+
+def points_backward(plan: BEVPoolPlan, grad_flat: torch.Tensor, num_points: int) -> torch.Tensor:
+    """Gradient of the classic form: each in-grid point receives its cell's gradient; others zero."""
+    grad = torch.zeros(num_points, grad_flat.shape[1], dtype=grad_flat.dtype, device=grad_flat.device)
+    cells = plan.cell_of_points()
+    for start in range(0, plan.num_points, POINT_CHUNK):
+        stop = min(start + POINT_CHUNK, plan.num_points)
+        grad[plan.point_index[start:stop]] = grad_flat[cells[start:stop]]
+    return grad

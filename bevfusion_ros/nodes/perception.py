@@ -69,6 +69,8 @@ PARAMETERS: dict[str, tuple[object, str]] = {
     "camera_names": (list(CAMERA_NAMES), "camera names, in the model's order"),
     "sweeps": (0, "LiDAR sweeps per frame incl. the current one; 0 = the model config's lidar.sweeps"),
     "max_camera_lidar_delay": (0.1, "s; a camera whose closest image is further from the LiDAR stamp is masked"),
+    "max_camera_wait": (0.03, "s; longest wait for a camera image due just before the sweep but still in flight "
+                               "(0 = never wait)"),
     "max_sweep_gap": (1.0, "s; previous sweeps older than this are not accumulated"),
     "max_points": (400000, "clouds with more points are decimated to this many (counted as oversized_cloud)"),
     "base_frame": ("base_link", "vehicle frame (tf_static parent of the sensors)"),
@@ -153,7 +155,7 @@ class PerceptionNode(Node):
         self.tf = LockedTransforms(TFBuffer())
         self.assembler = FrameAssembler(AssemblerConfig(
             sweeps=sweeps, max_camera_lidar_delay_s=p["max_camera_lidar_delay"],
-            max_sweep_gap_s=p["max_sweep_gap"], max_points=p["max_points"], camera_names=self.camera_names,
+            max_sweep_gap_s=p["max_sweep_gap"], camera_wait_s=p["max_camera_wait"], max_points=p["max_points"], camera_names=self.camera_names,
             base_frame=p["base_frame"], map_frame=p["map_frame"]), self.tf)
         self.diag = Diagnostics(self.camera_names, stale_after_s=p["stale_after"], backend=p["backend"])
         self.diag.set_info("sweeps", sweeps)
@@ -249,6 +251,8 @@ class PerceptionNode(Node):
         for key in ("max_camera_lidar_delay", "max_sweep_gap", "stale_after", "diagnostics_period", "log_period"):
             if not float(values[key]) > 0 and not (key == "max_camera_lidar_delay" and values[key] == 0):
                 problems.append(f"{key} must be > 0, got {values[key]}")
+        if not 0 <= float(values["max_camera_wait"]) <= 0.5:
+            problems.append(f"max_camera_wait must be in [0, 0.5] s, got {values['max_camera_wait']}")
         if int(values["max_points"]) < 1000:
             problems.append(f"max_points must be >= 1000, got {values['max_points']}")
         if not values["camera_names"] or any(not str(c) for c in values["camera_names"]):
@@ -264,7 +268,7 @@ class PerceptionNode(Node):
         if problems:
             raise UserError("bad parameter: " + "; ".join(problems))
         for key in ("max_camera_lidar_delay", "max_sweep_gap", "stale_after", "diagnostics_period", "log_period",
-                    "marker_score_threshold"):
+                    "marker_score_threshold", "max_camera_wait"):
             values[key] = float(values[key])
         values["camera_names"] = [str(c) for c in values["camera_names"]]
         return values

@@ -23,6 +23,7 @@ returned as a note (the frame is built without that part); the node counts both 
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -63,6 +64,8 @@ class AssemblerConfig:
     map_frame: str = "map"
     images_per_camera: int = 3                # buffered images per camera
     camera_ego_motion: bool = False           # T_lidar_cam through the ego poses at both stamps
+    camera_wait_s: float = 0.03               # longest wait for an image due before the sweep (0 = off)
+    camera_wait_tolerance_s: float = 0.005    # images due up to this long after the sweep are waited for
     decode_threads: int = 2                   # images of one frame are decoded in parallel (cv2 frees the GIL)
 
     def __post_init__(self):
@@ -91,6 +94,7 @@ class _Image:
     stamp_us: int
     frame_id: str
     decode: Callable[[], np.ndarray]
+    arrival: float = 0.0                      # time.monotonic() when buffered
     decoded: np.ndarray | None = None
     error: str | None = None
 
@@ -171,7 +175,7 @@ class FrameAssembler:
     def __init__(self, config: AssemblerConfig, transforms: TransformSource):
         self.config = config
         self.transforms = transforms
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
         self._history: deque[Sweep] = deque(maxlen=config.sweeps + 8)
         self._images: dict[str, deque[_Image]] = {
             name: deque(maxlen=config.images_per_camera) for name in config.camera_names}
@@ -209,7 +213,8 @@ class FrameAssembler:
             buffer = self._images[camera]
             if buffer and stamp_us < buffer[-1].stamp_us:
                 buffer.clear()                    # time went backwards (bag restart)
-            buffer.append(_Image(stamp_us, frame_id, decode))
+            buffer.append(_Image(stamp_us, frame_id, decode, time.monotonic()))
+            self._lock.notify_all()
 
     def set_camera_info(self, camera: str, K: np.ndarray, width: int, height: int, frame_id: str) -> None:
         K = np.asarray(K, dtype=np.float64).reshape(3, 3)
@@ -236,6 +241,39 @@ class FrameAssembler:
             buffer = self._images.get(camera)
             return buffer[-1].stamp_us if buffer else None
 
+    def cameras_behind(self, stamp_us: int, now: float | None = None) -> list[str]:
+        """Cameras whose next image is due at or before ``stamp_us`` (+ tolerance), closer to it than the
+        latest one buffered, and not here yet: e.g. an image stamped 0.5 ms before the LiDAR sweep whose
+        message is still in flight. A camera that has stopped (silent for 3 periods) is not waited for."""
+        now = time.monotonic() if now is None else now
+        tolerance_us = int(self.config.camera_wait_tolerance_s * 1e6)
+        delay_us = int(self.config.max_camera_lidar_delay_s * 1e6)
+        behind = []
+        with self._lock:
+            for name, buffer in self._images.items():
+                if len(buffer) < 2:
+                    continue
+                last, before = buffer[-1], buffer[-2]
+                period = last.stamp_us - before.stamp_us
+                wall_period = max(last.arrival - before.arrival, 0.02)
+                expected = last.stamp_us + period
+                if (period > 0 and stamp_us - delay_us <= expected <= stamp_us + tolerance_us
+                        and abs(expected - stamp_us) < abs(last.stamp_us - stamp_us)
+                        and now - last.arrival < 3 * wall_period):
+                    behind.append(name)
+        return behind
+
+    def wait_for_cameras(self, stamp_us: int, timeout_s: float) -> list[str]:
+        """Wait up to ``timeout_s`` for :meth:`cameras_behind` to clear; returns the cameras still behind."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            behind = self.cameras_behind(stamp_us)
+            remaining = deadline - time.monotonic()
+            if not behind or remaining <= 0:
+                return behind
+            with self._lock:
+                self._lock.wait(min(remaining, 0.005))
+
     # ------------------------------------------------------------------ assembly (worker thread)
 
     def _T_base(self, frame_id: str) -> np.ndarray:
@@ -260,6 +298,9 @@ class FrameAssembler:
         LiDAR frame itself is unknown."""
         cfg = self.config
         notes: list[str] = []
+        if cfg.camera_wait_s > 0:
+            for name in self.wait_for_cameras(sweep.stamp_us, cfg.camera_wait_s):
+                notes.append(f"camera_late:{name}")
         with self._lock:
             previous = [s for s in reversed(self._history) if s.stamp_us < sweep.stamp_us
                         and s.frame_id == sweep.frame_id

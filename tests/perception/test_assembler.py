@@ -205,3 +205,35 @@ def test_bad_camera_info_is_rejected():
         asm.set_camera_info("CAM_FRONT", np.zeros((3, 3)), 160, 90, "CAM_FRONT")
     with pytest.raises(InputRejected, match="unknown_camera"):
         asm.add_image("CAM_TOP", 0, "CAM_TOP", rgb)
+
+
+def test_an_image_due_just_before_the_sweep_is_waited_for_briefly():
+    import threading
+    import time
+    tf, asm = make_rig(sweeps=1, camera_wait_s=0.5)
+    K = np.diag([100.0, 100.0, 1.0])
+    asm.set_camera_info("CAM_FRONT", K, 160, 90, "CAM_FRONT")
+    asm.add_image("CAM_FRONT", 0, "CAM_FRONT", lambda: rgb(value=1))
+    time.sleep(0.08)                                          # the camera runs at ~12 Hz in wall time too
+    asm.add_image("CAM_FRONT", 83_333, "CAM_FRONT", lambda: rgb(value=2))
+    sweep = asm.add_lidar(166_000, "LIDAR_TOP", np.ones((3, 4), np.float32) * 5)   # next image due at 166_666
+    assert asm.cameras_behind(166_000) == ["CAM_FRONT"]
+    late = threading.Timer(0.04, lambda: asm.add_image("CAM_FRONT", 166_666, "CAM_FRONT", lambda: rgb(value=3)))
+    late.start()
+    start = time.monotonic()
+    frame, notes = asm.assemble(sweep)
+    assert frame.cameras[0].image[0, 0, 0] == 3 and frame.cameras[0].stamp_us == 166_666
+    assert 0.03 < time.monotonic() - start < 0.4 and not any(n.startswith("camera_late") for n in notes)
+
+
+def test_no_wait_for_images_due_after_the_sweep_or_for_a_stopped_camera():
+    import time
+    tf, asm = make_rig(sweeps=1, camera_wait_s=0.5)
+    asm.set_camera_info("CAM_FRONT", np.diag([100.0, 100.0, 1.0]), 160, 90, "CAM_FRONT")
+    asm.add_image("CAM_FRONT", 0, "CAM_FRONT", rgb)
+    asm.add_image("CAM_FRONT", 83_333, "CAM_FRONT", rgb)
+    assert asm.cameras_behind(120_000) == []                  # next one due 46 ms after the sweep
+    assert asm.cameras_behind(166_000, now=time.monotonic() + 5.0) == []   # silent for ages: stopped
+    start = time.monotonic()
+    frame, notes = asm.assemble(asm.add_lidar(120_000, "LIDAR_TOP", np.ones((3, 4), np.float32) * 5))
+    assert time.monotonic() - start < 0.1 and frame.cameras[0].stamp_us == 83_333

@@ -50,48 +50,33 @@ class ConvertStats:
 # ----------------------------------------------------------------------------- dataset access
 
 
-def open_dataset(dataroot: str | Path, version: str):
-    """The devkit's NuScenes for ``dataroot``/``version``; every failure becomes one UserError."""
-    root = Path(dataroot)
-    if not root.is_dir():
-        raise UserError(f"dataroot {str(root)!r} is not a directory")
-    if not (root / version).is_dir():
-        found = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name.startswith("v1.0"))
-        raise UserError(f"no table folder {version!r} in {str(root)!r} (found: {found or 'none'})")
-    try:
-        from nuscenes.nuscenes import NuScenes
-    except ImportError as err:  # pragma: no cover - pinned dependency
-        raise UserError(f"nuscenes-devkit is not installed ({err})") from None
+def open_dataset(dataroot: str | Path, version: str | None = None):
+    """The devkit's NuScenes for ``dataroot``/``version`` (inferred when None); every failure (wrong path,
+    unknown version, missing or corrupt table, inconsistent tables) becomes one UserError."""
+    from bevfusion_ros.data import nuscenes_io
+
     try:
         with contextlib.redirect_stdout(io.StringIO()):
-            return NuScenes(version=version, dataroot=str(root), verbose=False)
-    except FileNotFoundError as err:
-        raise UserError(f"dataset {str(root / version)!r} is missing a table: {Path(err.filename or '').name or err}"
+            return nuscenes_io.open_nuscenes(dataroot, version)
+    except UserError:
+        raise
+    except Exception as err:  # noqa: BLE001 - the devkit raises bare errors on inconsistent tables
+        raise UserError(f"dataset {str(dataroot)!r} ({version}) could not be loaded: {type(err).__name__}: {err}"
                         ) from None
-    except ValueError as err:  # json.JSONDecodeError is a ValueError
-        raise UserError(f"dataset {str(root / version)!r} has a corrupt table: {err}") from None
-    except Exception as err:  # noqa: BLE001 - the devkit raises bare AssertionError/KeyError on bad tables
-        raise UserError(f"dataset {str(root / version)!r} could not be loaded: {type(err).__name__}: {err}") from None
 
 
 def find_scene(nusc, name: str) -> dict:
-    for scene in nusc.scene:
-        if scene["name"] == name:
-            return scene
-    names = sorted(scene["name"] for scene in nusc.scene)
-    shown = ", ".join(names[:10]) + (f", ... ({len(names)} scenes)" if len(names) > 10 else "")
-    raise UserError(f"unknown scene {name!r}; the dataset has: {shown or 'no scenes'}")
+    """The scene record named ``name``; UserError listing known scene names otherwise."""
+    from bevfusion_ros.data import nuscenes_io
+
+    return nuscenes_io.find_scene(nusc, name)
 
 
 def load_points(path: Path) -> np.ndarray:
-    """A nuScenes ``.pcd.bin``: float32 [N, 5] (x, y, z, intensity, ring)."""
-    if not path.is_file():
-        raise UserError(f"LiDAR file {str(path)!r} is missing")
-    raw = np.fromfile(path, dtype=np.float32)
-    if raw.size == 0 or raw.size % 5:
-        raise UserError(f"LiDAR file {str(path)!r} is corrupt: {path.stat().st_size} bytes is not a whole number "
-                        f"of 5-float32 points")
-    return raw.reshape(-1, 5)
+    """A nuScenes ``.pcd.bin``: float32 [N, 5] (x, y, z, intensity, ring); UserError if missing or corrupt."""
+    from bevfusion_ros.data import nuscenes_io
+
+    return nuscenes_io.load_points(path)
 
 
 def load_jpeg(path: Path) -> bytes:
@@ -180,7 +165,7 @@ def _events(nusc, scene: dict, keyframes_only: bool) -> list[tuple[int, int, str
     return events
 
 
-def convert_scene(dataroot: str | Path, version: str, scene_name: str, out: str | Path, storage: str = "mcap",
+def convert_scene(dataroot: str | Path, version: str | None, scene_name: str, out: str | Path, storage: str = "mcap",
                   keyframes_only: bool = False, progress: bool = True) -> ConvertStats:
     """Write scene ``scene_name`` of the dataset to a new rosbag2 at ``out``; returns per-topic counts."""
     from rosbags.rosbag2 import StoragePlugin, Writer
@@ -268,7 +253,8 @@ def convert_scene(dataroot: str | Path, version: str, scene_name: str, out: str 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataroot", required=True, help="nuScenes root (holds the version folder, samples/, sweeps/)")
-    parser.add_argument("--version", default="v1.0-mini", help="table folder, e.g. v1.0-mini, v1.0-trainval")
+    parser.add_argument("--version", default=None,
+                        help="table folder, e.g. v1.0-mini, v1.0-trainval (default: the one in --dataroot)")
     parser.add_argument("--scene", required=True, help="scene name, e.g. scene-0061")
     parser.add_argument("--out", required=True, help="bag folder to create (must not exist)")
     parser.add_argument("--storage", choices=STORAGES, default="mcap", help="rosbag2 storage plug-in")

@@ -162,6 +162,10 @@ def test_wrong_path_is_refused(capsys, tmp_path):
     status, err = _cli(capsys, "--dataroot", tmp_path, "--version", "v1.0-mini", "--scene", "scene-0061",
                        "--out", tmp_path / "bag", "--quiet")
     _assert_one_line_error(status, err, "no table folder")
+    (tmp_path / "v1.0-mini").mkdir()
+    status, err = _cli(capsys, "--dataroot", tmp_path, "--version", "v1.0-mini", "--scene", "scene-0061",
+                       "--out", tmp_path / "bag", "--quiet")
+    _assert_one_line_error(status, err, "is missing")
 
 
 def test_unknown_scene_is_refused(capsys, tiny_dataset, tmp_path):
@@ -182,11 +186,11 @@ def test_missing_and_corrupt_tables_are_refused(capsys, broken_copy, tmp_path):
     (broken_copy / "v1.0-mini" / "ego_pose.json").unlink()
     status, err = _cli(capsys, "--dataroot", broken_copy, "--version", "v1.0-mini", "--scene", "scene-0061",
                        "--out", tmp_path / "bag1", "--quiet")
-    _assert_one_line_error(status, err, "missing a table: ego_pose.json")
+    _assert_one_line_error(status, err, "ego_pose.json is missing")
     (broken_copy / "v1.0-mini" / "ego_pose.json").write_text('[{"token": ')
     status, err = _cli(capsys, "--dataroot", broken_copy, "--version", "v1.0-mini", "--scene", "scene-0061",
                        "--out", tmp_path / "bag2", "--quiet")
-    _assert_one_line_error(status, err, "corrupt table")
+    _assert_one_line_error(status, err, "not valid JSON")
 
 
 def test_corrupt_and_missing_sensor_files_are_refused_and_leave_no_bag(capsys, broken_copy, tmp_path):
@@ -199,7 +203,7 @@ def test_corrupt_and_missing_sensor_files_are_refused_and_leave_no_bag(capsys, b
     lidar.unlink()
     status, err = _cli(capsys, "--dataroot", broken_copy, "--version", "v1.0-mini", "--scene", "scene-0061",
                        "--out", tmp_path / "bag", "--quiet")
-    _assert_one_line_error(status, err, "is missing")
+    _assert_one_line_error(status, err, "does not exist")
     jpeg = sorted((broken_copy / "samples" / "CAM_FRONT").glob("*.jpg"))[0]
     lidar.write_bytes(np.zeros((10, 5), np.float32).tobytes())
     jpeg.write_bytes(b"not a jpeg at all")

@@ -46,11 +46,10 @@ from bevfusion_ros.perception.calibration_file import load_extrinsics
 from bevfusion_ros.perception.diagnostics import Diagnostics, LogLimiter
 from bevfusion_ros.perception.worker import LatestOnlyWorker
 from bevfusion_ros.ros import outputs
-from bevfusion_ros.ros.camera_info import CameraInfoError, camera_info_to_intrinsics
-from bevfusion_ros.ros.image import compressed_image_to_rgb, image_to_rgb
-from bevfusion_ros.ros.pointcloud import PointCloudError, pointcloud2_to_xyzi
+from bevfusion_ros.ros.camera_info import CameraInfoError
+from bevfusion_ros.ros.ingest import LockedTransforms, MessageIngest
+from bevfusion_ros.ros.pointcloud import PointCloudError
 from bevfusion_ros.ros.qos import OUTPUT_QOS, SENSOR_QOS, TF_QOS, TF_STATIC_LISTENER_QOS
-from bevfusion_ros.ros.tf_buffer import TFBuffer
 from bevfusion_ros.ros.time import header_to_us, make_header
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
@@ -71,6 +70,9 @@ PARAMETERS: dict[str, tuple[object, str]] = {
     "max_camera_lidar_delay": (0.1, "s; a camera whose closest image is further from the LiDAR stamp is masked"),
     "max_camera_wait": (0.03, "s; longest wait for a camera image due just before the sweep but still in flight "
                                "(0 = never wait)"),
+    "camera_ego_motion": (False, "T_lidar_cam through the ego poses at the camera and LiDAR stamps, as the "
+                                 "dataset does (exact, but the bev_pool plan is rebuilt every frame); false: "
+                                 "static extrinsics, plan cached until the calibration changes"),
     "max_sweep_gap": (1.0, "s; previous sweeps older than this are not accumulated"),
     "max_points": (400000, "clouds with more points are decimated to this many (counted as oversized_cloud)"),
     "base_frame": ("base_link", "vehicle frame (tf_static parent of the sensors)"),
@@ -93,22 +95,6 @@ class Job:
     received_ns: int
     ingest_ms: float
     notes: list[str] = field(default_factory=list)
-
-
-class LockedTransforms:
-    """The TF buffer shared by the TF callbacks and the worker, behind one lock."""
-
-    def __init__(self, buffer: TFBuffer):
-        self.buffer = buffer
-        self.lock = threading.Lock()
-
-    def add_message(self, msg, static: bool) -> int:
-        with self.lock:
-            return self.buffer.add_message(msg, static=static)
-
-    def lookup(self, target_frame, source_frame, stamp_us):
-        with self.lock:
-            return self.buffer.lookup(target_frame, source_frame, stamp_us)
 
 
 def resolve(path: str) -> Path:
@@ -152,11 +138,13 @@ class PerceptionNode(Node):
         self._plan_rebuilds_base = getattr(self.pipeline, "plan_rebuilds", 0)
         sweeps = p["sweeps"] or model_sweeps(resolve(p["model_config"]))
         self.camera_names = tuple(p["camera_names"])
-        self.tf = LockedTransforms(TFBuffer())
+        self.tf = LockedTransforms()
         self.assembler = FrameAssembler(AssemblerConfig(
             sweeps=sweeps, max_camera_lidar_delay_s=p["max_camera_lidar_delay"],
-            max_sweep_gap_s=p["max_sweep_gap"], camera_wait_s=p["max_camera_wait"], max_points=p["max_points"], camera_names=self.camera_names,
+            max_sweep_gap_s=p["max_sweep_gap"], camera_wait_s=p["max_camera_wait"],
+            camera_ego_motion=bool(p["camera_ego_motion"]), max_points=p["max_points"], camera_names=self.camera_names,
             base_frame=p["base_frame"], map_frame=p["map_frame"]), self.tf)
+        self.ingest = MessageIngest(self.assembler, self.tf)
         self.diag = Diagnostics(self.camera_names, stale_after_s=p["stale_after"], backend=p["backend"])
         self.diag.set_info("sweeps", sweeps)
         self.log_limiter = LogLimiter(p["log_period"])
@@ -304,8 +292,7 @@ class PerceptionNode(Node):
             self.diag.count("inactive_skipped")
             return
         try:
-            points, nonfinite = pointcloud2_to_xyzi(msg)
-            sweep = self.assembler.add_lidar(stamp_us, str(msg.header.frame_id), points, received_ns)
+            sweep, notes = self.ingest.lidar(msg, received_ns)
         except PointCloudError as err:
             self._bad_input("bad_cloud", str(err))
             self._publish_status(stamp_us, "rejected", reason="bad_cloud")
@@ -314,9 +301,6 @@ class PerceptionNode(Node):
             self._bad_input(err.reason, f"LiDAR {stamp_us} us: {err.detail}")
             self._publish_status(stamp_us, "rejected", reason=err.reason)
             return
-        notes = list(sweep.notes)
-        if nonfinite:
-            notes.append("nonfinite_points")
         for note in notes:
             self._bad_input(note, f"LiDAR {stamp_us} us ({msg.header.frame_id}): {note.replace('_', ' ')}")
         ingest_ms = (time.perf_counter() - start) * 1e3
@@ -326,24 +310,20 @@ class PerceptionNode(Node):
         self.diag.tick(camera)
         if not self.active:
             return
-        decode = compressed_image_to_rgb if isinstance(msg, CompressedImage) else image_to_rgb
         try:
-            self.assembler.add_image(camera, header_to_us(msg.header), str(msg.header.frame_id),
-                                     lambda m=msg: decode(m))
+            self.ingest.image(camera, msg)
         except InputRejected as err:
             self._bad_input(err.reason, err.detail)
 
     def _on_camera_info(self, camera: str, msg: CameraInfo) -> None:
         try:
-            intrinsics = camera_info_to_intrinsics(msg)
-            self.assembler.set_camera_info(camera, intrinsics.K, intrinsics.width, intrinsics.height,
-                                           intrinsics.frame_id or camera)
+            self.ingest.camera_info(camera, msg)
         except (CameraInfoError, InputRejected) as err:
             self._bad_input("bad_camera_info", f"{camera}: {err}")
 
     def _on_tf(self, msg, static: bool) -> None:
         try:
-            self.tf.add_message(msg, static)
+            self.ingest.tf(msg, static)
         except (ValueError, LookupError) as err:
             self._bad_input("bad_tf", f"{'/tf_static' if static else '/tf'}: {err}")
 

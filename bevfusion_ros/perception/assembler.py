@@ -64,6 +64,7 @@ class AssemblerConfig:
     map_frame: str = "map"
     images_per_camera: int = 3                # buffered images per camera
     camera_ego_motion: bool = False           # T_lidar_cam through the ego poses at both stamps
+    pad_empty_sweeps: bool = True             # no previous sweep at all: repeat the pivot (mmdet3d)
     camera_wait_s: float = 0.03               # longest wait for an image due before the sweep (0 = off)
     camera_wait_tolerance_s: float = 0.005    # images due up to this long after the sweep are waited for
     decode_threads: int = 2                   # images of one frame are decoded in parallel (cv2 frees the GIL)
@@ -152,11 +153,15 @@ def remove_close(points: np.ndarray, radius: float) -> np.ndarray:
 
 
 def accumulate_sweeps(pivot_points: np.ndarray, pivot_stamp_us: int, T_map_lidar_now: np.ndarray | None,
-                      previous: list[tuple[np.ndarray, int, np.ndarray]], remove_close_radius: float
-                      ) -> np.ndarray:
+                      previous: list[tuple[np.ndarray, int, np.ndarray]], remove_close_radius: float,
+                      pad_to: int = 1) -> np.ndarray:
     """Stack the pivot sweep and ``previous`` = [(points N x 4, stamp_us, T_map_lidar)] (newest first)
-    into the pivot LiDAR frame: N x 5 float32 x, y, z, intensity, Δt (s)."""
-    parts = [np.concatenate([pivot_points[:, :4], np.zeros((len(pivot_points), 1), np.float32)], axis=1)]
+    into the pivot LiDAR frame: N x 5 float32 x, y, z, intensity, Δt (s). Without any previous sweep, the
+    pivot (close points removed) is repeated up to ``pad_to`` sweeps with Δt = 0 (``pad_empty_sweeps``)."""
+    pivot = np.concatenate([pivot_points[:, :4], np.zeros((len(pivot_points), 1), np.float32)], axis=1)
+    parts = [pivot]
+    if not previous and pad_to > 1:
+        parts += [remove_close(pivot, remove_close_radius)] * (pad_to - 1)
     if previous and T_map_lidar_now is not None:
         T_now_map = geo.invert_transform(T_map_lidar_now)
         for points, stamp_us, T_map_lidar in previous:
@@ -324,8 +329,9 @@ class FrameAssembler:
                     notes.append("no_ego_pose_previous_sweep")
                     continue
                 stacked_previous.append((prev.points, prev.stamp_us, T_prev))
+        pad_to = cfg.sweeps if cfg.pad_empty_sweeps and not previous else 1
         points = accumulate_sweeps(sweep.points, sweep.stamp_us, T_map_lidar_now, stacked_previous,
-                                   cfg.remove_close_radius)
+                                   cfg.remove_close_radius, pad_to)
         T_lidar_base = geo.invert_transform(T_base_lidar)
         if self._decoder is not None:      # decode the images this frame will use, in parallel
             chosen = [self._closest(images[name], sweep.stamp_us) for name in cfg.camera_names]

@@ -127,7 +127,16 @@ def test_duplicate_stamps_are_rejected_and_backwards_stamps_restart_the_history(
     assert sweep.notes == ["stamp_backwards"]
     tf.poses[50] = np.eye(4)
     frame, _ = asm.assemble(sweep)
-    assert len(frame.points) == 3
+    assert len(frame.points) == 3 * 3 and (frame.points[:, 4] == 0).all()    # pivot padded, nothing older
+
+
+def test_without_previous_sweeps_the_pivot_is_repeated_like_pad_empty_sweeps():
+    tf, asm = make_rig(sweeps=3)
+    tf.poses[7] = np.eye(4)
+    pts = np.array([[0.5, 0.5, 0, 1], [5, 5, 0, 2]], np.float32)
+    frame, _ = asm.assemble(asm.add_lidar(7, "LIDAR_TOP", pts))
+    np.testing.assert_allclose(frame.points[:, :4], [[0.5, 0.5, 0, 1], [5, 5, 0, 2], [5, 5, 0, 2], [5, 5, 0, 2]])
+    assert (frame.points[:, 4] == 0).all()
 
 
 def test_a_cloud_in_an_unknown_frame_is_rejected_at_assembly():

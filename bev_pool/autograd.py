@@ -172,7 +172,7 @@ def pool_points(plan: BEVPoolPlan, point_feats: torch.Tensor, *, out: torch.Tens
     """Classic BEVFusion pooling: ``bev[b, z*C + c, x, y] = sum over points p in the cell of point_feats[p, c]``.
 
     ``point_feats [P, C]`` with ``P = B*N*D*H*W`` in frustum order (the row-major flattening of
-    ``[B, N, D, H, W]``, e.g. ``(depth[:, :, :, None] * feats[:, :, None]).permute(0, 1, 3, 4, 5, 2)
+    ``[B, N, D, H, W]``, e.g. ``(depth_probs[:, :, :, None] * feats[:, :, None]).permute(0, 1, 2, 4, 5, 3)
     .reshape(-1, C)``). Returns ``[B, Z*C, X, Y]`` (channels-last memory format).
     """
     if not isinstance(plan, BEVPoolPlan):

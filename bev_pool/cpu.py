@@ -66,9 +66,15 @@ def _pool_sorted(out_flat: torch.Tensor, table: torch.Tensor, indices: torch.Ten
 
 
 def feats_as_rows(feats: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """``[B, N, C, H, W]`` -> ``[B*N*H*W, C]`` contiguous (row = pixel index)."""
+    """``[B, N, C, H, W]`` -> ``[B*N*W*H, C]`` contiguous (row = the plan's pixel index)."""
     channels = feats.shape[2]
-    return feats.permute(0, 1, 3, 4, 2).to(dtype).reshape(-1, channels).contiguous()
+    return feats.permute(0, 1, 4, 3, 2).to(dtype).reshape(-1, channels).contiguous()
+
+
+def rows_as_feats(rows: torch.Tensor, geometry_shape: tuple[int, ...]) -> torch.Tensor:
+    """Inverse of ``feats_as_rows``: ``[B*N*W*H, C]`` -> ``[B, N, C, H, W]`` (contiguous)."""
+    batch, cams, _, height, width = geometry_shape
+    return rows.view(batch, cams, width, height, -1).permute(0, 1, 4, 3, 2).contiguous()
 
 
 def fused_forward(plan: BEVPoolPlan, depth_probs: torch.Tensor, feats: torch.Tensor,
@@ -76,7 +82,7 @@ def fused_forward(plan: BEVPoolPlan, depth_probs: torch.Tensor, feats: torch.Ten
     """Fused pooling into ``out_flat [cells, C]`` (contiguous; any float dtype)."""
     dtype = compute_dtype(feats.dtype)
     table = feats_as_rows(feats, dtype)
-    weights = depth_probs.reshape(-1).to(dtype).take(plan.point_index)
+    weights = depth_probs.reshape(-1).to(dtype).index_select(0, plan.point_index)
     target = out_flat if out_flat.dtype == dtype else torch.empty(out_flat.shape, dtype=dtype,
                                                                   device=out_flat.device)
     _pool_sorted(target, table, plan.pixel_index, weights, plan.cell_offsets)
@@ -118,14 +124,14 @@ def fused_backward(plan: BEVPoolPlan, depth_probs: torch.Tensor, feats: torch.Te
     batch, cams, depth, height, width = plan.geometry_shape
     channels = feats.shape[2]
     dtype = grad_flat.dtype
-    weights = depth_probs.reshape(-1).to(dtype).take(plan.point_index)
+    weights = depth_probs.reshape(-1).to(dtype).index_select(0, plan.point_index)
     cells = plan.cell_of_points()
     grad_depth = grad_feats = None
     if need_feats:
         order, pixel_offsets = _pixel_order(plan)
         rows = torch.empty(batch * cams * height * width, channels, dtype=dtype, device=grad_flat.device)
         _pool_sorted(rows, grad_flat, cells[order], weights[order], pixel_offsets)
-        grad_feats = rows.view(batch, cams, height, width, channels).permute(0, 1, 4, 2, 3).contiguous()
+        grad_feats = rows_as_feats(rows, plan.geometry_shape)
     if need_depth:
         table = feats_as_rows(feats, dtype)
         flat = torch.zeros(batch * cams * depth * height * width, dtype=dtype, device=grad_flat.device)

@@ -144,7 +144,7 @@ def fused_forward(plan: BEVPoolPlan, depth_probs: torch.Tensor, feats: torch.Ten
         cpu.fused_forward(plan, depth_probs, feats, out_flat)
         return
     channels = feats.shape[2]
-    table = feats.permute(0, 1, 3, 4, 2).reshape(-1, channels).contiguous()
+    table = feats.permute(0, 1, 4, 3, 2).reshape(-1, channels).contiguous()  # row = plan.pixel_index
     _launch(table, depth_probs.contiguous().view(-1), plan, plan.pixel_index, out_flat)
 
 

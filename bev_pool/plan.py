@@ -8,15 +8,16 @@ Index conventions (all int64):
 - *frustum index* ``p`` of point (b, n, d, h, w): ``(((b * N + n) * D + d) * H + h) * W + w`` — the
   row-major flattening of ``[B, N, D, H, W]``; ``depth_probs.reshape(-1)[p]`` is that point's weight and
   ``point_feats[p]`` its classic-form feature row.
-- *pixel index* of the same point: ``((b * N + n) * H + h) * W + w`` — the row of
-  ``feats.permute(0, 1, 3, 4, 2).reshape(-1, C)``.
+- *pixel index* of the same point: ``((b * N + n) * W + w) * H + h`` — the row of
+  ``feats.permute(0, 1, 4, 3, 2).reshape(-1, C)`` (column-major pixels: the points of one BEV cell mostly
+  come from consecutive rows h of one image column w, so their feature rows are adjacent in memory).
 - *cell index*: ``((b * X + x) * Y + y) * Z + z`` — the row of the channels-last output
   ``[B, X, Y, Z, C]`` (viewed as ``[B*X*Y*Z, C]``).
 
 Tensors (``as_tensors()`` returns exactly these, plus the two shape vectors):
 
-- ``point_index [K]``: frustum index of every in-grid point, sorted by cell (stable, so ties keep frustum
-  order); ``K`` is the number of in-grid points.
+- ``point_index [K]``: frustum index of every in-grid point, sorted by cell, and within a cell by
+  (b, n, w, d, h); ``K`` is the number of in-grid points.
 - ``pixel_index [K]``: pixel index of the same points.
 - ``cell_offsets [B*X*Y*Z + 1]``: CSR row pointer — points of cell ``c`` are ``[cell_offsets[c],
   cell_offsets[c+1])`` in the sorted arrays (empty cells have equal bounds).
@@ -72,14 +73,18 @@ class BEVPoolPlan:
         cells, inside = grid.quantize(frustum_xyz.detach())
         b_index = torch.arange(batch, device=frustum_xyz.device).view(batch, 1, 1, 1, 1)
         cell = ((b_index * size_x + cells[..., 0]) * size_y + cells[..., 1]) * size_z + cells[..., 2]
-        point_index = torch.nonzero(inside.reshape(-1)).squeeze(1)
+        # Enumerate points column-major (b, n, w, d, h) so that, after the stable sort, the points of a cell
+        # are ordered by pixel row: neighbouring feature rows, read one after the other.
+        column_major = torch.arange(inside.numel(), device=frustum_xyz.device).view(
+            batch, cams, depth, height, width).permute(0, 1, 4, 2, 3).reshape(-1)
+        point_index = column_major[inside.reshape(-1)[column_major]]
         cell = cell.reshape(-1)[point_index]
         cell, order = torch.sort(cell, stable=True)
         point_index = point_index[order]
         width_index = point_index % width
         height_index = (point_index // width) % height
         camera_index = point_index // (width * height * depth)  # b * N + n
-        pixel_index = (camera_index * height + height_index) * width + width_index
+        pixel_index = (camera_index * width + width_index) * height + height_index
         num_cells = batch * size_x * size_y * size_z
         counts = torch.bincount(cell, minlength=num_cells)
         cell_offsets = torch.zeros(num_cells + 1, dtype=torch.int64, device=frustum_xyz.device)

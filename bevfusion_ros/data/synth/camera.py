@@ -44,23 +44,34 @@ class CameraRenderer:
         self.width, self.height = camera.width, camera.height
         T = camera.T_ego_sensor
         self.T_ego_cam = T
-        u, v = np.meshgrid(np.arange(self.width, dtype=np.float64) + 0.5, np.arange(self.height, dtype=np.float64) + 0.5)
-        rays_cam = np.stack([(u - self.K[0, 2]) / self.K[0, 0], (v - self.K[1, 2]) / self.K[1, 1], np.ones_like(u)], -1)
+        u, v = np.meshgrid(np.arange(self.width, dtype=np.float64) + 0.5,
+                           np.arange(self.height, dtype=np.float64) + 0.5)
+        rays_cam = np.stack([(u - self.K[0, 2]) / self.K[0, 0], (v - self.K[1, 2]) / self.K[1, 1],
+                             np.ones_like(u)], -1)
         rays_ego = rays_cam @ T[:3, :3].T
         dz = rays_ego[..., 2]
         cam_z = T[2, 3]
         t = np.where(dz < -1e-9, -cam_z / np.where(dz < -1e-9, dz, -1.0), np.inf)   # = depth (ray z_cam = 1)
         ground = np.isfinite(t) & (t < GROUND_FAR)
-        self.ground_mask = ground
+        self.ground_mask = ground.astype(np.uint8)
+        self.ground_bool = ground
         self.ground_xy_ego = (T[:2, 3] + rays_ego[..., :2] * np.where(ground, t, 0.0)[..., None]).astype(np.float32)
-        self.ground_depth = np.where(ground, t, np.inf).astype(np.float32)
         self.ground_invz = np.where(ground, 1.0 / np.where(ground, t, 1.0), 0.0).astype(np.float32)
-        self.far = ground & (t > FAR_FIELD)
-        self.haze = (1.0 - np.exp(-np.where(ground, t, 1e9) / 350.0)).astype(np.float32)[..., None]
+        self.far_mask = (ground & (t > FAR_FIELD)).astype(np.uint8)
+        haze = (1.0 - np.exp(-np.where(ground, t, 1e9) / 350.0)).astype(np.float32)
+        self.haze_weight = haze
+        self.clear_weight = (1.0 - haze).astype(np.float32)
+        self.haze_image = np.empty((self.height, self.width, 3), np.uint8)
+        self.haze_image[:] = HAZE.astype(np.uint8)
         elev = np.arcsin(np.clip(rays_ego[..., 2] / np.linalg.norm(rays_ego, axis=-1), -1, 1))
         mix = np.clip(elev / 0.5, 0, 1)[..., None].astype(np.float32)
-        self.sky = (SKY_HORIZON * (1 - mix) + SKY_TOP * mix).astype(np.float32)
+        self.sky = np.clip(SKY_HORIZON * (1 - mix) + SKY_TOP * mix, 0, 255).astype(np.uint8)
         self.sun = sun / np.linalg.norm(sun)
+        noise_rng = np.random.default_rng(7)
+        self.noise = []
+        for _ in range(4):
+            noise = np.round(noise_rng.normal(0.0, 2.0, (self.height, self.width, 1))).repeat(3, 2)
+            self.noise.append((np.clip(noise, 0, 255).astype(np.uint8), np.clip(-noise, 0, 255).astype(np.uint8)))
 
     def render(self, T_world_ego: np.ndarray, ground: GroundRaster, boxes: np.ndarray, colors: np.ndarray,
                classes: np.ndarray, owners: np.ndarray, rng: np.random.Generator) -> CameraFrame:
@@ -70,41 +81,38 @@ class CameraRenderer:
         owner = np.full((h, w), -2, np.int32)
         zbuf = self.ground_invz.copy()
 
-        # Ground.
+        # Ground: ego-frame ground points -> raster cells by one affine map, then remap.
         c, s = T_world_ego[0, 0], T_world_ego[1, 0]
-        gx = self.ground_xy_ego[..., 0]
-        gy = self.ground_xy_ego[..., 1]
-        wx = c * gx - s * gy + T_world_ego[0, 3]
-        wy = s * gx + c * gy + T_world_ego[1, 3]
-        map_x = ((wx - ground.origin[0]) / ground.resolution - 0.5).astype(np.float32)
-        map_y = ((wy - ground.origin[1]) / ground.resolution - 0.5).astype(np.float32)
-        fine = cv2.remap(ground.color, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        coarse = cv2.remap(ground.coarse_color, (map_x + 0.5) / COARSE_FACTOR - 0.5, (map_y + 0.5) / COARSE_FACTOR - 0.5,
+        res = ground.resolution
+        affine = np.array([[c / res, -s / res, (T_world_ego[0, 3] - ground.origin[0]) / res - 0.5],
+                           [s / res, c / res, (T_world_ego[1, 3] - ground.origin[1]) / res - 0.5]], np.float32)
+        cells = cv2.transform(self.ground_xy_ego, affine)
+        fine = cv2.remap(ground.color, cells, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        coarse_affine = affine / COARSE_FACTOR
+        coarse_affine[:, 2] += (0.5 / COARSE_FACTOR - 0.5)
+        coarse = cv2.remap(ground.coarse_color, cv2.transform(self.ground_xy_ego, coarse_affine), None,
                            cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        ground_rgb = np.where(self.far[..., None], coarse, fine).astype(np.float32)
-        ground_rgb = ground_rgb * (1 - self.haze) + HAZE * self.haze
-        image = np.where(self.ground_mask[..., None], ground_rgb, image)
-        cls = cv2.remap(ground.cls, map_x, map_y, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
+        cv2.copyTo(coarse, self.far_mask, fine)
+        hazy = cv2.blendLinear(fine, self.haze_image, self.clear_weight, self.haze_weight)
+        cv2.copyTo(hazy, self.ground_mask, image)
+        cls = cv2.remap(ground.cls, cells, None, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
                         borderValue=sem.FLAT_OTHER)
-        semantic[self.ground_mask] = cls[self.ground_mask]
+        cv2.copyTo(cls, self.ground_mask, semantic)
 
-        # Boxes.
         if len(boxes):
             self._draw_boxes(T_world_ego, boxes, colors, classes, owners, image, semantic, owner, zbuf)
 
         image = cv2.GaussianBlur(image, (0, 0), 0.6)
-        image += rng.normal(0.0, 2.0, (h // 4, w // 4, 1)).astype(np.float32).repeat(4, 0).repeat(4, 1)
-        return CameraFrame(image=np.clip(image, 0, 255).astype(np.uint8), semantic=semantic, owner=owner)
+        plus, minus = self.noise[int(rng.integers(len(self.noise)))]
+        image = cv2.subtract(cv2.add(image, plus), minus)     # sensor noise, saturating
+        return CameraFrame(image=image, semantic=semantic, owner=owner)
 
     def _draw_boxes(self, T_world_ego, boxes, colors, classes, owners, image, semantic, owner, zbuf):
-        T_cam_world = np.linalg.inv(T_world_ego @ self.T_ego_cam)
-        cam_pos_world = (T_world_ego @ self.T_ego_cam)[:3, 3]
-        # Cull boxes far away or behind.
-        rel = boxes[:, :3] - cam_pos_world
-        dist = np.linalg.norm(rel[:, :2], axis=1)
-        radius = np.linalg.norm(boxes[:, 3:6], axis=1) / 2
-        centre_cam = rel @ T_cam_world[:3, :3].T
-        keep = (dist < 160.0) & (centre_cam[:, 2] > -radius)
+        T_world_cam = T_world_ego @ self.T_ego_cam
+        T_cam_world = np.linalg.inv(T_world_cam)
+        cam_pos_world = T_world_cam[:3, 3]
+        rel = boxes[:, :2] - cam_pos_world[:2]
+        keep = np.einsum("ij,ij->i", rel, rel) < 160.0 ** 2
         idx = np.nonzero(keep)[0]
         if not len(idx):
             return
@@ -118,58 +126,63 @@ class CameraRenderer:
                             b[:, 1:2] + sy[:, None] * lx + cy[:, None] * ly,
                             b[:, 2:3] + sz * b[:, 5:6]], -1)
         corners_cam = corners @ T_cam_world[:3, :3].T + T_cam_world[:3, 3]          # B, 8, 3
-        # World normals of the 6 faces, per box.
+        # Frustum culling: a box is out if all its corners are outside one of the five planes.
+        K = self.K
+        fx, fy, cx, cyy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+        w, h = self.width, self.height
+        X, Y, Z = corners_cam[..., 0], corners_cam[..., 1], corners_cam[..., 2]
+        outside = ((Z < NEAR).all(1) | (fx * X + cx * Z < 0).all(1) | ((w - cx) * Z - fx * X < 0).all(1)
+                   | (fy * Y + cyy * Z < 0).all(1) | ((h - cyy) * Z - fy * Y < 0).all(1))
+        inside = ~outside
+        if not inside.any():
+            return
+        idx, b, corners_cam, cy, sy = idx[inside], b[inside], corners_cam[inside], cy[inside], sy[inside]
         rot_n = np.zeros((len(b), 6, 3))
         rot_n[..., 0] = cy[:, None] * FACE_NORMALS[:, 0] - sy[:, None] * FACE_NORMALS[:, 1]
         rot_n[..., 1] = sy[:, None] * FACE_NORMALS[:, 0] + cy[:, None] * FACE_NORMALS[:, 1]
         rot_n[..., 2] = FACE_NORMALS[:, 2]
         normals_cam = rot_n @ T_cam_world[:3, :3].T
         face_pts = corners_cam[:, FACES]                                                # B, 6, 4, 3
-        face_centre = face_pts.mean(2)
-        visible = np.einsum("bfk,bfk->bf", normals_cam, face_centre) < -1e-6
-        visible &= face_pts[..., 2].max(2) > NEAR
+        plane_d = np.einsum("bfk,bfk->bf", normals_cam, face_pts[:, :, 0])
+        visible = (plane_d < -1e-6) & (face_pts[..., 2].max(2) > NEAR)
         shade = 0.55 + 0.45 * np.clip(rot_n @ self.sun, 0, 1) + 0.1 * (rot_n[..., 2] > 0.5)
-        K = self.K
-        fx, fy, cx, cyy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
-        w, h = self.width, self.height
+        depth = np.maximum(np.linalg.norm(b[:, :3] - cam_pos_world, axis=1), 0.1)
+        haze = (1.0 - np.exp(-depth / 350.0))[:, None, None]
+        face_rgb = colors[idx][:, None, :].astype(np.float64) * shade[..., None] * (1 - haze) + HAZE * haze
+        face_rgb = np.clip(face_rgb, 0, 255).astype(np.uint8)                          # B, 6, 3
+        # Per-face 1/z plane coefficients: n.X = d with X = z * ((u-cx)/fx, (v-cy)/fy, 1).
+        n = normals_cam
+        coef_u = n[..., 0] / (fx * plane_d)
+        coef_v = n[..., 1] / (fy * plane_d)
+        coef_c = (n[..., 2] - n[..., 0] * cx / fx - n[..., 1] * cyy / fy) / plane_d
+        face_cls = classes[idx]
+        face_owner = owners[idx]
         for bi, fi in zip(*np.nonzero(visible)):
             pts = face_pts[bi, fi]
             if pts[:, 2].min() < NEAR:
                 pts = _clip_near(pts)
                 if len(pts) < 3:
                     continue
-            uv = np.stack([fx * pts[:, 0] / pts[:, 2] + cx, fy * pts[:, 1] / pts[:, 2] + cyy], 1)
-            x0 = max(int(np.floor(uv[:, 0].min())), 0)
-            x1 = min(int(np.ceil(uv[:, 0].max())), w)
-            y0 = max(int(np.floor(uv[:, 1].min())), 0)
-            y1 = min(int(np.ceil(uv[:, 1].max())), h)
+            uv = pts[:, :2] / pts[:, 2:3] * (fx, fy) + (cx, cyy)
+            lo = np.floor(uv.min(0)).astype(int)
+            hi = np.ceil(uv.max(0)).astype(int)
+            x0, y0 = max(lo[0], 0), max(lo[1], 0)
+            x1, y1 = min(hi[0], w), min(hi[1], h)
             if x1 <= x0 or y1 <= y0:
                 continue
-            n = normals_cam[bi, fi]
-            d = float(n @ face_pts[bi, fi, 0])
-            if abs(d) < 1e-9:
-                continue
-            # 1/z over the patch: plane n.X = d with X = z * ((u-cx)/fx, (v-cy)/fy, 1).
             uu = np.arange(x0, x1, dtype=np.float32) + 0.5
             vv = np.arange(y0, y1, dtype=np.float32) + 0.5
-            invz = (np.float32(n[0] / (fx * d)) * uu[None, :]
-                    + (np.float32(n[1] / (fy * d)) * vv[:, None]
-                       + np.float32((n[2] - n[0] * cx / fx - n[1] * cyy / fy) / d)))
+            invz = np.float32(coef_u[bi, fi]) * uu[None, :] + (np.float32(coef_v[bi, fi]) * vv[:, None]
+                                                               + np.float32(coef_c[bi, fi]))
             mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
-            cv2.fillPoly(mask, [np.round((uv - [x0, y0]) * 16).astype(np.int32)], 1, shift=4)
+            cv2.fillPoly(mask, [np.round((uv - (x0, y0)) * 16).astype(np.int32)], 1, shift=4)
             zslice = zbuf[y0:y1, x0:x1]
-            win = (mask.view(bool)) & (invz > zslice)
-            if not win.any():
-                continue
-            zslice[win] = invz[win]
-            box = idx[bi]
-            depth = 1.0 / max(float(invz[win].min()), 1e-6)
-            haze = 1.0 - np.exp(-depth / 350.0)
-            rgb = colors[box].astype(np.float32) * shade[bi, fi]
-            rgb = rgb * (1 - haze) + HAZE * haze
-            image[y0:y1, x0:x1][win] = rgb
-            semantic[y0:y1, x0:x1][win] = classes[box]
-            owner[y0:y1, x0:x1][win] = owners[box]
+            win = invz > zslice
+            win &= mask.view(bool)
+            np.copyto(zslice, invz, where=win)
+            np.copyto(image[y0:y1, x0:x1], face_rgb[bi, fi], where=win[..., None])
+            np.copyto(semantic[y0:y1, x0:x1], face_cls[bi], where=win)
+            np.copyto(owner[y0:y1, x0:x1], face_owner[bi], where=win)
 
 
 def _clip_near(pts: np.ndarray) -> np.ndarray:

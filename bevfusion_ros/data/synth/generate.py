@@ -336,27 +336,37 @@ class SceneGenerator:
 
     def _visibility(self, k, t, renderer: CameraRenderer, T_world_ego, owner_image, visible) -> None:
         """Sample points on the camera-facing faces of each agent's parts; count those the image shows."""
-        T_cam_world = np.linalg.inv(T_world_ego @ renderer.T_ego_cam)
-        cam_pos = np.linalg.inv(T_cam_world)[:3, 3]
+        T_world_cam = T_world_ego @ renderer.T_ego_cam
+        T_cam_world = np.linalg.inv(T_world_cam)
+        ego_xy = T_world_ego[:2, 3]
+        near = [i for i, a in enumerate(self.scenario.agents)
+                if np.hypot(*(a.box(t)[:2] - ego_xy)) <= ANNOTATION_RADIUS + 5]
+        if not near:
+            return
+        parts = [self.scenario.agents[i].part_boxes(t) for i in near]
+        part_owner = np.concatenate([np.full(len(p), i) for i, p in zip(near, parts)])
+        points, point_part = _face_samples(np.concatenate(parts), T_world_cam[:3, 3])
+        if not len(points):
+            return
+        agent_of = part_owner[point_part]
+        cam = points @ T_cam_world[:3, :3].T + T_cam_world[:3, 3]
         K = renderer.K
-        for index, agent in enumerate(self.scenario.agents):
-            box = agent.box(t)
-            if np.hypot(*(box[:2] - T_world_ego[:2, 3])) > ANNOTATION_RADIUS + 5:
-                continue
-            samples = _face_samples(agent.part_boxes(t), cam_pos)
-            if not len(samples):
-                continue
-            cam = samples @ T_cam_world[:3, :3].T + T_cam_world[:3, 3]
-            front = cam[:, 2] > 0.2
-            uv = cam[front, :2] / cam[front, 2:3] * [K[0, 0], K[1, 1]] + [K[0, 2], K[1, 2]]
-            inside = (uv[:, 0] >= 0) & (uv[:, 0] < renderer.width) & (uv[:, 1] >= 0) & (uv[:, 1] < renderer.height)
-            if not inside.any():
-                continue
-            px = uv[inside].astype(int)
-            seen = int(np.sum(owner_image[px[:, 1], px[:, 0]] == index))
-            entry = visible.setdefault((k, index), [0.0, 0.0])
-            entry[0] += seen
-            entry[1] += int(inside.sum())
+        front = cam[:, 2] > 0.2
+        uv = np.full((len(cam), 2), -1.0)
+        uv[front] = cam[front, :2] / cam[front, 2:3] * [K[0, 0], K[1, 1]] + [K[0, 2], K[1, 2]]
+        inside = front & (uv[:, 0] >= 0) & (uv[:, 0] < renderer.width) & (uv[:, 1] >= 0) & \
+            (uv[:, 1] < renderer.height)
+        if not inside.any():
+            return
+        px = uv[inside].astype(int)
+        seen = owner_image[px[:, 1], px[:, 0]] == agent_of[inside]
+        n_agents = len(self.scenario.agents)
+        total = np.bincount(agent_of[inside], minlength=n_agents)
+        shown = np.bincount(agent_of[inside][seen], minlength=n_agents)
+        for index in np.nonzero(total)[0]:
+            entry = visible.setdefault((k, int(index)), [0.0, 0.0])
+            entry[0] += int(shown[index])
+            entry[1] += int(total[index])
 
     def _annotations(self, sample_tokens, key_us, hits, visible, stats) -> None:
         w = self.writer
@@ -409,22 +419,30 @@ def _renderer(camera, sun) -> CameraRenderer:
     return renderer
 
 
-def _face_samples(parts: np.ndarray, cam_pos: np.ndarray) -> np.ndarray:
-    """Points (world) at 5 places on each camera-facing side face and the top of each part box."""
-    out = []
+def _face_samples(parts: np.ndarray, cam_pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Points (world) at 5 places on each camera-facing side face and top face of each part box [P, 7];
+    returns (points [M, 3], part index [M])."""
+    n = len(parts)
+    c, s = np.cos(parts[:, 6]), np.sin(parts[:, 6])
+    zero, one = np.zeros(n), np.ones(n)
+    fwd = np.stack([c, s, zero], 1)
+    left = np.stack([-s, c, zero], 1)
+    up = np.stack([zero, zero, one], 1)
+    length, width, height = parts[:, 3:4], parts[:, 4:5], parts[:, 5:6]
+    faces = [(fwd, length, left, width, up, height), (-fwd, length, left, width, up, height),
+             (left, width, fwd, length, up, height), (-left, width, fwd, length, up, height),
+             (up, height, fwd, length, left, width)]
     grid = np.array([[0.0, 0.0], [-0.3, -0.3], [0.3, -0.3], [-0.3, 0.3], [0.3, 0.3]])
-    for x, y, z, length, width, height, yaw in parts:
-        c, s = np.cos(yaw), np.sin(yaw)
-        fwd, left = np.array([c, s, 0.0]), np.array([-s, c, 0.0])
-        up = np.array([0.0, 0.0, 1.0])
-        centre = np.array([x, y, z])
-        for normal, half, axis_a, size_a, axis_b, size_b in (
-                (fwd, length / 2, left, width, up, height), (-fwd, length / 2, left, width, up, height),
-                (left, width / 2, fwd, length, up, height), (-left, width / 2, fwd, length, up, height),
-                (up, height / 2, fwd, length, left, width)):
-            face_centre = centre + normal * half
-            if np.dot(normal, cam_pos - face_centre) <= 0:
-                continue
-            for ga, gb in grid:
-                out.append(face_centre + normal * 0.005 + axis_a * ga * size_a + axis_b * gb * size_b)
-    return np.array(out)
+    points, owners = [], []
+    for normal, size_n, axis_a, size_a, axis_b, size_b in faces:
+        centre = parts[:, :3] + normal * (size_n / 2 + 0.005)
+        facing = np.einsum("ij,ij->i", normal, cam_pos - centre) > 0
+        if not facing.any():
+            continue
+        for ga, gb in grid:
+            p = centre + axis_a * ga * size_a + axis_b * gb * size_b
+            points.append(p[facing])
+            owners.append(np.nonzero(facing)[0])
+    if not points:
+        return np.zeros((0, 3)), np.zeros(0, int)
+    return np.concatenate(points), np.concatenate(owners)

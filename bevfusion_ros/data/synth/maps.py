@@ -180,20 +180,30 @@ def prior_token(location: str) -> str:
     return hashlib.md5(f"semantic_prior/{location}".encode()).hexdigest()
 
 
+_ENCODED: dict[str, tuple[str, bytes]] = {}
+
+
 def write_maps(root: Path, city: City) -> str:
-    """Write maps/expansion/<location>.json and the semantic-prior PNG; returns the PNG path relative to root."""
-    geom = map_geometry(city)
-    expansion = root / "maps" / "expansion"
-    expansion.mkdir(parents=True, exist_ok=True)
-    (expansion / f"{city.location}.json").write_text(json.dumps(expansion_json(city, geom), separators=(",", ":")))
-    # Semantic prior: drivable area at 10 px/m, covering the canvas from its origin up to the city's far corner
-    # (the devkit's MapMask reads it bottom-up: row 0 is the northern edge).
-    width = int(np.ceil(city.bounds[2] / PRIOR_RESOLUTION)) + 1
-    height = int(np.ceil(city.bounds[3] / PRIOR_RESOLUTION)) + 1
-    mask = np.zeros((height, width), np.uint8)
-    polys = [np.round(np.stack([p[:, 0] / PRIOR_RESOLUTION, height - 1 - p[:, 1] / PRIOR_RESOLUTION], 1) * 16)
-             .astype(np.int32) for p in geom.drivable]
-    cv2.fillPoly(mask, polys, 255, lineType=cv2.LINE_8, shift=4)
+    """Write maps/expansion/<location>.json and the semantic-prior PNG; returns the PNG path relative to root.
+    (Both are encoded once per location and process.)"""
+    if city.location not in _ENCODED:
+        geom = map_geometry(city)
+        expansion = json.dumps(expansion_json(city, geom), separators=(",", ":"))
+        # Semantic prior: drivable area at 10 px/m, from the canvas origin up to the city's far corner
+        # (the devkit's MapMask reads it bottom-up: row 0 is the northern edge).
+        width = int(np.ceil(city.bounds[2] / PRIOR_RESOLUTION)) + 1
+        height = int(np.ceil(city.bounds[3] / PRIOR_RESOLUTION)) + 1
+        mask = np.zeros((height, width), np.uint8)
+        polys = [np.round(np.stack([p[:, 0] / PRIOR_RESOLUTION, height - 1 - p[:, 1] / PRIOR_RESOLUTION], 1) * 16)
+                 .astype(np.int32) for p in geom.drivable]
+        cv2.fillPoly(mask, polys, 255, lineType=cv2.LINE_8, shift=4)
+        ok, png = cv2.imencode(".png", mask, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+        assert ok
+        _ENCODED[city.location] = (expansion, png.tobytes())
+    expansion, png = _ENCODED[city.location]
+    folder = root / "maps" / "expansion"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{city.location}.json").write_text(expansion)
     relative = f"maps/{prior_token(city.location)}.png"
-    cv2.imwrite(str(root / relative), mask, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    (root / relative).write_bytes(png)
     return relative

@@ -23,8 +23,8 @@ from bevfusion_ros.data.synth.world import CROSSING_GAP, City, Road
 ANNOTATION_RADIUS = 60.0     # objects within this xy distance of the ego are annotated
 MAX_PER_KEYFRAME = 80
 MIN_PER_KEYFRAME = 20
-VEHICLE_MIX = (("vehicle.car", 0.80), ("vehicle.truck", 0.10), ("vehicle.bus.rigid", 0.035),
-               ("vehicle.motorcycle", 0.03), ("vehicle.construction", 0.01), ("truck+trailer", 0.025))
+VEHICLE_MIX = (("vehicle.car", 0.72), ("vehicle.truck", 0.18), ("vehicle.bus.rigid", 0.035),
+               ("vehicle.motorcycle", 0.015), ("vehicle.construction", 0.015), ("truck+trailer", 0.035))
 PEDESTRIAN_MIX = (("human.pedestrian.adult", 0.90), ("human.pedestrian.child", 0.04),
                   ("human.pedestrian.construction_worker", 0.04), ("human.pedestrian.police_officer", 0.02))
 
@@ -90,25 +90,28 @@ class _Placer:
         boxes = city.statics.boxes
         near = np.hypot(boxes[:, 0] - centre[0], boxes[:, 1] - centre[1]) < radius
         low = boxes[:, 2] - boxes[:, 5] / 2 < 2.2          # only what stands on the ground matters
-        self.static_boxes = [b for b in boxes[near & low]]
-        self.static_rects = [_rect_corners(b) for b in self.static_boxes]
+        self.static_array = boxes[near & low]
+        self.static_rects = [_rect_corners(b) for b in self.static_array]
         self.agents: list[Agent] = []
+        self.boxes: list[np.ndarray] = []
         self.rects: list[np.ndarray] = []
 
     def free(self, box: np.ndarray, margin: float = 0.25) -> bool:
         grown = box.copy()
         grown[3:5] += 2 * margin
         rect = _rect_corners(grown)
-        centre = box[:2]
-        reach = np.hypot(grown[3], grown[4])
-        for other, orect in zip(self.static_boxes, self.static_rects):
-            if np.hypot(*(other[:2] - centre)) < reach + np.hypot(other[3], other[4]) and \
-                    _rects_overlap(rect, orect):
-                return False
-        for orect in self.rects:
-            if np.hypot(*(orect.mean(0) - centre)) < reach + 15.0 and _rects_overlap(rect, orect):
-                return False
+        reach = np.hypot(grown[3], grown[4]) / 2
+        for boxes, rects in ((self.static_array, self.static_rects), (self.agent_array(), self.rects)):
+            if not len(rects):
+                continue
+            near = np.hypot(boxes[:, 0] - box[0], boxes[:, 1] - box[1]) < reach + np.hypot(boxes[:, 3], boxes[:, 4]) / 2
+            for i in np.nonzero(near)[0]:
+                if _rects_overlap(rect, rects[i]):
+                    return False
         return True
+
+    def agent_array(self) -> np.ndarray:
+        return np.array(self.boxes).reshape(-1, 7)
 
     def add(self, agent: Agent, check: bool = True) -> bool:
         box = agent.box(0.0)
@@ -116,6 +119,7 @@ class _Placer:
             return False
         self.agents.append(agent)
         if agent.speed == 0.0:
+            self.boxes.append(box)
             self.rects.append(_rect_corners(box))
         return True
 
@@ -133,6 +137,7 @@ def build_scenario(city: City, rng: np.random.Generator, duration: float) -> Sce
     for cross in crosses:
         _cross_road(city, ego, cross, rng, placer)
     _sidewalk_people(city, ego.road, rng, placer, a_lo, a_hi, duration)
+    _barrier_rows(city, ego.road, rng, placer, a_lo, a_hi)
     _carparks(city, rng, placer, ego, duration)
     agents = _thin_to_limits(placer.agents, ego, duration, rng)
     return Scenario(city=city, ego=ego, agents=agents, duration=duration)
@@ -215,7 +220,7 @@ def _ego_road_traffic(city: City, ego: Ego, rng, placer: _Placer, a_lo, a_hi, du
                     if direction == ego.direction else float(rng.uniform(5.0, 13.0))
                 extra = speed * duration
                 lo, hi = (a_lo - extra, a_hi) if direction > 0 else (a_lo, a_hi + extra)
-                _platoon(city, road, direction, lateral, speed, rng, placer, lo, hi, gap=(12.0, 45.0))
+                _platoon(city, road, direction, lateral, speed, rng, placer, lo, hi, gap=(15.0, 60.0))
 
 
 def _curb_strips(city: City, road: Road, rng, placer: _Placer, a_lo, a_hi, near_cross: bool) -> None:
@@ -226,12 +231,12 @@ def _curb_strips(city: City, road: Road, rng, placer: _Placer, a_lo, a_hi, near_
             lateral = road.strip_offset(direction, city.side)
             a = a_lo
             while a < a_hi:
-                if rng.random() < 0.3:
-                    a += float(rng.uniform(5, 20))
+                if rng.random() < 0.5:
+                    a += float(rng.uniform(8, 30))
                     continue
-                category = _choice(rng, (("vehicle.car", 0.84), ("vehicle.truck", 0.08),
-                                         ("vehicle.motorcycle", 0.05), ("vehicle.trailer", 0.015),
-                                         ("vehicle.bicycle", 0.015)))
+                category = _choice(rng, (("vehicle.car", 0.76), ("vehicle.truck", 0.18),
+                                         ("vehicle.motorcycle", 0.02), ("vehicle.trailer", 0.03),
+                                         ("vehicle.bicycle", 0.01)))
                 group = _vehicle(rng, category, (0, 0), heading, 0.0, "parked")
                 length = _length_of(group)
                 centre = a + length / 2
@@ -257,7 +262,7 @@ def _sidewalk_people(city: City, road: Road, rng, placer: _Placer, a_lo, a_hi, d
     """Pedestrians along both sidewalks of `road`: walkers (both ways), standers, sitters."""
     for sign in (-1, 1):
         length = a_hi - a_lo
-        for _ in range(int(rng.poisson(length / 16.0))):
+        for _ in range(int(rng.poisson(length / 30.0))):
             a = float(rng.uniform(a_lo, a_hi))
             category = _choice(rng, PEDESTRIAN_MIX)
             roll = rng.random()
@@ -276,7 +281,7 @@ def _sidewalk_people(city: City, road: Road, rng, placer: _Placer, a_lo, a_hi, d
                                    state)
                 placer.add(agent)
         # Parked bicycles and motorcycles in the furniture zone next to the curb.
-        for _ in range(int(rng.poisson(length / 60.0))):
+        for _ in range(int(rng.poisson(length / 400.0))):
             a = float(rng.uniform(a_lo, a_hi))
             category = "vehicle.bicycle" if rng.random() < 0.6 else "vehicle.motorcycle"
             heading = float(np.arctan2(*(road.normal * sign)[::-1])) + float(rng.normal(0, 0.2))
@@ -295,7 +300,7 @@ def _cross_road(city: City, ego: Ego, cross: Road, rng, placer: _Placer) -> None
         for lane in range(cross.lanes):
             lateral = cross.lane_offset(-arm, lane, city.side)
             cursor = stop + arm * float(rng.uniform(1.0, 2.5))
-            for _ in range(int(rng.integers(0, 5))):
+            for _ in range(int(rng.integers(0, 4))):
                 group = _vehicle(rng, _choice(rng, VEHICLE_MIX), (0, 0), heading_in, 0.0, "stopped")
                 for agent in reversed(group):   # front vehicle (the truck of a truck+trailer) first
                     mid = cursor + arm * agent.size[0] / 2
@@ -315,7 +320,7 @@ def _cross_road(city: City, ego: Ego, cross: Road, rng, placer: _Placer) -> None
         _curb_strips(city, cross, rng, placer, min(lo, hi), max(lo, hi), near_cross=False)
         # Pedestrians on the cross road's sidewalks: some heading for the ego road stop at its curb.
         for sign in (-1, 1):
-            for _ in range(int(rng.poisson(3.0))):
+            for _ in range(int(rng.poisson(1.5))):
                 a = road.pos + arm * float(rng.uniform(road.half + 2.0, 60.0))
                 category = _choice(rng, PEDESTRIAN_MIX)
                 frac = float(rng.uniform(0.45, 0.9))
@@ -371,7 +376,7 @@ def _guaranteed_set(city: City, ego: Ego, rng, placer: _Placer) -> None:
     cv.parts = build_parts(cv, rng)
     cv.start = road.point(zone_a + d * zone_len / 2, np.sign(lateral_strip) * (road.half - cv.size[1] / 2 + 0.3))
     placer.add(cv, check=False)
-    n_cones = int(rng.integers(6, 11))
+    n_cones = int(rng.integers(4, 8))
     for i in range(n_cones):
         a = zone_a + d * zone_len * i / max(1, n_cones - 1)
         placer.add(make_agent("movable_object.trafficcone", rng, road.point(a, lane_edge), float(rng.uniform(-3, 3)),
@@ -400,7 +405,7 @@ def _guaranteed_set(city: City, ego: Ego, rng, placer: _Placer) -> None:
     placer.add(bus, check=False)
     # Bicycles and motorcycles: parked on the near sidewalk, ridden in the opposite lane's wake.
     sign = 1 if np.sign(lateral_near) > 0 else -1
-    for category in ("vehicle.bicycle", "vehicle.bicycle", "vehicle.motorcycle", "vehicle.motorcycle"):
+    for category in ("vehicle.bicycle", "vehicle.motorcycle"):
         for _ in range(10):
             a = ego.start + d * float(rng.uniform(-15.0, 25.0))
             heading = float(np.arctan2(*(road.normal * sign)[::-1])) + float(rng.normal(0, 0.2))
@@ -436,3 +441,21 @@ def _thin_to_limits(agents: list[Agent], ego: Ego, duration: float, rng) -> list
         if keep[idx] and not agents[idx].required and np.any(inside[idx] & (counts > MAX_PER_KEYFRAME)):
             keep[idx] = False
     return [a for a, k in zip(agents, keep) if k]
+
+
+def _barrier_rows(city: City, road: Road, rng, placer: _Placer, a_lo, a_hi) -> None:
+    """Rows of barriers (road works, closed-off curbs) along the curb, some with cones in front."""
+    for _ in range(int(rng.poisson((a_hi - a_lo) / 90.0))):
+        direction = int(rng.choice([-1, 1]))
+        heading = float(np.arctan2(*(road.normal * direction)[::-1]))
+        lateral = -direction * city.side * (road.half - 0.45)
+        start = float(rng.uniform(a_lo, a_hi))
+        for i in range(int(rng.integers(4, 10))):
+            a = start + i * float(rng.uniform(2.6, 3.0))
+            if _in_intersection(city, road, a, 3.0 + road.sidewalk):
+                break
+            placer.add(make_agent("movable_object.barrier", rng, road.point(a, lateral), heading))
+            if rng.random() < 0.15:
+                cone_lat = lateral - np.sign(lateral) * 1.2
+                placer.add(make_agent("movable_object.trafficcone", rng, road.point(a + 1.3, cone_lat),
+                                      float(rng.uniform(-3, 3))))

@@ -23,7 +23,7 @@ import torch.nn.functional as functional
 from .plan import BEVPoolPlan
 
 # Cells per embedding_bag call: keeps each call's output in cache and its index slices small.
-CELL_CHUNK = 8192
+CELL_CHUNK = 4096
 # Points per chunk in the depth-probability gradient (bounds the [chunk, C] temporaries).
 POINT_CHUNK = 1 << 17
 

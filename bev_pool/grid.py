@@ -60,15 +60,21 @@ class BEVGrid:
         x, y, z = self.shape
         return x * y * z
 
-    def quantize(self, xyz: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Cell indices ``[..., 3]`` (int64, order x, y, z) of points ``[..., 3]`` and a ``[...]`` bool mask
-        of the points inside the grid. Indices of points outside are clamped (never used unmasked)."""
+    def cell_coordinates(self, xyz: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Float64 cell coordinates ``floor((xyz - lower) / step)`` ``[..., 3]`` and the ``[...]`` bool mask
+        of points inside the grid (finite input assumed)."""
         lower = torch.tensor([self.x_bound[0], self.y_bound[0], self.z_bound[0]], dtype=torch.float64,
                              device=xyz.device)
         step = torch.tensor([self.x_bound[2], self.y_bound[2], self.z_bound[2]], dtype=torch.float64,
                             device=xyz.device)
-        size = torch.tensor(self.shape, dtype=torch.int64, device=xyz.device)
         cells = torch.floor((xyz.to(torch.float64) - lower) / step)
-        inside = ((cells >= 0) & (cells < size.to(torch.float64))).all(dim=-1)
-        cells = torch.minimum(torch.clamp(cells, min=0), (size - 1).to(torch.float64)).to(torch.int64)
+        inside = (cells >= 0).all(dim=-1)
+        for axis, count in enumerate(self.shape):
+            inside &= cells[..., axis] < count
         return cells, inside
+
+    def quantize(self, xyz: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cell indices ``[..., 3]`` (int64, order x, y, z) of points ``[..., 3]`` and a ``[...]`` bool mask
+        of the points inside the grid; points outside get index -1."""
+        cells, inside = self.cell_coordinates(xyz)
+        return torch.where(inside[..., None], cells, -1.0).to(torch.int64), inside

@@ -70,15 +70,17 @@ class BEVPoolPlan:
                              f"{frustum_xyz[..., 0].numel()} points: fix the calibration/augmentation inputs")
         batch, cams, depth, height, width = (int(v) for v in frustum_xyz.shape[:5])
         size_x, size_y, size_z = grid.shape
-        cells, inside = grid.quantize(frustum_xyz.detach())
-        b_index = torch.arange(batch, device=frustum_xyz.device).view(batch, 1, 1, 1, 1)
-        cell = ((b_index * size_x + cells[..., 0]) * size_y + cells[..., 1]) * size_z + cells[..., 2]
+        device = frustum_xyz.device
+        cells, inside = grid.cell_coordinates(frustum_xyz.detach())
         # Enumerate points column-major (b, n, w, d, h) so that, after the stable sort, the points of a cell
-        # are ordered by pixel row: neighbouring feature rows, read one after the other.
-        column_major = torch.arange(inside.numel(), device=frustum_xyz.device).view(
+        # are ordered by pixel column then row: neighbouring feature rows, read one after the other.
+        column_major = torch.arange(inside.numel(), device=device).view(
             batch, cams, depth, height, width).permute(0, 1, 4, 2, 3).reshape(-1)
         point_index = column_major[inside.reshape(-1)[column_major]]
-        cell = cell.reshape(-1)[point_index]
+        kept = cells.reshape(-1, 3)[point_index].to(torch.int64)
+        batch_index = point_index // (cams * depth * height * width)
+        cell = ((batch_index * size_x + kept[:, 0]) * size_y + kept[:, 1]) * size_z + kept[:, 2]
+        del cells, inside, kept, column_major
         cell, order = torch.sort(cell, stable=True)
         point_index = point_index[order]
         width_index = point_index % width
@@ -87,7 +89,7 @@ class BEVPoolPlan:
         pixel_index = (camera_index * width + width_index) * height + height_index
         num_cells = batch * size_x * size_y * size_z
         counts = torch.bincount(cell, minlength=num_cells)
-        cell_offsets = torch.zeros(num_cells + 1, dtype=torch.int64, device=frustum_xyz.device)
+        cell_offsets = torch.zeros(num_cells + 1, dtype=torch.int64, device=device)
         torch.cumsum(counts, 0, out=cell_offsets[1:])
         interval_cells = torch.nonzero(counts).squeeze(1)
         return cls((batch, cams, depth, height, width), (size_x, size_y, size_z), point_index, pixel_index,

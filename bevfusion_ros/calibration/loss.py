@@ -5,21 +5,25 @@ An :class:`AlignmentProblem` holds everything the loss needs for one unknown tra
 LiDAR points of each (frame, camera, class) *group*, the class-c image fields of that group at every pyramid
 level, intrinsics and chance levels. :func:`alignment_loss` evaluates it for K candidates at once:
 
-    loss_n(T) = (sum_{p visible} f_n(pi(K_n A_n T p)) + chance_n * m_n) / (#visible + m_n)
-    loss(T)   = sum_n w_n loss_n(T) / sum_n w_n,        m_n = SHRINK * #points_n + 1
+    loss_n(T) = (sum_{p visible} f_n(pi(K_n A_n T p)) + chance_n) / (V_n + 1)        V_n = #visible points
+    loss(T)   = (sum_n w_n sqrt(V_n) loss_n(T) + chance) / (sum_n w_n sqrt(V_n) + 1)
 
 - ``f_n`` is read by bilinear ``grid_sample`` so the loss is differentiable in T (rotation and
   translation). "Visible" = in front of the camera (depth > MIN_DEPTH_M) and inside the image.
-- Points out of view are not scored: the loss is a mean over the visible points, so a correct candidate
-  is not penalized for the (many) selected points that legitimately fall outside the image, and the
-  gradient is the plain mean of the visible points' gradients. The mean is shrunk towards the field's
-  chance level (its value for randomly placed points) by a small prior count m_n: a candidate that pushes
-  (nearly) everything out of view scores chance level, not an accidental low mean of a few points. An
-  earlier variant that scored out-of-view points at chance level with a fixed denominator was biased:
-  at the true extrinsics matched points score ~0 < chance, so it rewarded candidates that bring more
-  points into view (measured: loss fell monotonically when moving CAM_FRONT 0.5 m forward).
-- groups are weighted by sqrt(point count): many-point classes (ground) count more than a handful of
-  points, without drowning thin classes (poles) that pin rotation.
+- Points out of view are not scored: each group's loss is the mean over its visible points, so a correct
+  candidate is not penalized for the (many) selected points that legitimately fall outside the image, and
+  the gradient is the plain mean of the visible points' gradients (V_n is piecewise constant).
+- Groups are weighted by sqrt(visible count) (times a static weight w_n, 1 by default): a class with a
+  handful of points in view cannot swing the loss, many-point classes (ground) count more without
+  drowning thin classes (poles) that pin rotation.
+- One pseudo-point at the field's chance level (its mean: the value of a randomly placed point) per group
+  and overall: a candidate that pushes (nearly) everything out of view scores chance level, not an
+  accidental low mean of a few points.
+- Two earlier variants were measured and rejected: scoring out-of-view points at chance level with a fixed
+  denominator rewarded candidates that bring more points into view (matched points score ~0 < chance: the
+  loss fell monotonically moving CAM_FRONT 0.5 m along its axis); weighting groups by their total rather
+  than visible point count let a group with 1 of 100 points in view swing the loss by 0.01 (CAM_BACK_RIGHT
+  barriers on the real sample), more than a 0.4 deg rotation error.
 """
 from __future__ import annotations
 
@@ -29,7 +33,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812 - torch convention
 
 MIN_DEPTH_M = 0.3
-SHRINK = 0.05
+PSEUDO_COUNT = 1.0
 
 
 @dataclass
@@ -61,35 +65,43 @@ class AlignmentProblem:
                                 [move(f) for f in self.fields], [move(c) for c in self.chance], self.groups)
 
 
+def _screen_matrices(problem: AlignmentProblem) -> torch.Tensor:
+    """[N, 3, 3] S_n K_n: camera coordinates -> homogeneous normalized image coordinates (grid_sample's
+    align_corners=False convention: x = -1 / +1 at the left / right image *edges*)."""
+    width, height = problem.image_sizes[:, 0], problem.image_sizes[:, 1]
+    screen = torch.zeros(problem.num_groups, 3, 3, dtype=problem.points.dtype, device=problem.points.device)
+    screen[:, 0, 0] = 2.0 / width
+    screen[:, 0, 2] = 1.0 / width - 1.0
+    screen[:, 1, 1] = 2.0 / height
+    screen[:, 1, 2] = 1.0 / height - 1.0
+    screen[:, 2, 2] = 1.0
+    return screen @ problem.intrinsics
+
+
 def project(problem: AlignmentProblem, transforms: torch.Tensor, max_points: int | None = None
             ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Normalized image coordinates [N, K, P, 2] (grid_sample convention, align_corners=False) and a
-    visibility mask [N, K, P] of the problem's points under K candidate transforms [K, 4, 4]."""
+    """Normalized image coordinates [N, P, K, 2] (grid_sample convention, align_corners=False) and a
+    visibility mask [N, P, K] of the problem's points under K candidate transforms [K, 4, 4].
+
+    One batched GEMM per call: the per-(group, candidate) 3x4 matrix S K A T is built first (tiny), then
+    applied to all points of the group for all candidates at once ([P, 3] @ [3, 3K])."""
     points = problem.points if max_points is None else problem.points[:, :max_points]
+    num, count = points.shape[0], transforms.shape[0]
     transforms = transforms.to(points.dtype)
-    if problem.left is not None:
-        full = problem.left[:, None] @ transforms[None]                     # [N, K, 4, 4]
-        cam = torch.einsum("nkij,npj->nkpi", full[..., :3, :3], points) + full[:, :, None, :3, 3]
-    else:
-        cam = torch.einsum("kij,npj->nkpi", transforms[:, :3, :3], points) + transforms[None, :, None, :3, 3]
-    depth = cam[..., 2]
+    full = transforms[None] if problem.left is None else problem.left[:, None] @ transforms[None]  # [N|1, K, 4, 4]
+    mats = _screen_matrices(problem)[:, None] @ full[..., :3, :]                                  # [N, K, 3, 4]
+    rot = mats[..., :3].permute(0, 3, 1, 2).reshape(num, 3, count * 3)                            # [N, 3, K*3]
+    hom = (points @ rot).view(num, points.shape[1], count, 3) + mats[..., 3][:, None]            # [N, P, K, 3]
+    depth = hom[..., 2]
     in_front = depth > MIN_DEPTH_M
     safe_depth = torch.where(in_front, depth, torch.ones_like(depth))
-    intr = problem.intrinsics[:, None, None]                                # [N, 1, 1, 3, 3]
-    x = cam[..., 0] / safe_depth
-    y = cam[..., 1] / safe_depth
-    u = intr[..., 0, 0] * x + intr[..., 0, 1] * y + intr[..., 0, 2]
-    v = intr[..., 1, 1] * y + intr[..., 1, 2]
-    width = problem.image_sizes[:, 0, None, None]
-    height = problem.image_sizes[:, 1, None, None]
-    grid = torch.stack([(2.0 * u + 1.0) / width - 1.0, (2.0 * v + 1.0) / height - 1.0], -1)
-    visible = in_front & (grid.abs() <= 1.0).all(-1)
+    grid = hom[..., :2] / safe_depth[..., None]
+    visible = in_front & (grid.abs().amax(-1) <= 1.0)
     return grid, visible
 
 
 def alignment_loss(problem: AlignmentProblem, transforms: torch.Tensor, level: int,
-                   max_points: int | None = None, per_group: bool = False, shrink: float = SHRINK
-                   ) -> torch.Tensor:
+                   max_points: int | None = None, per_group: bool = False) -> torch.Tensor:
     """Loss [K] of K candidate transforms [K, 4, 4] at pyramid `level` (differentiable).
 
     ``max_points`` uses only the first P points of every group (groups are stored in random order, so
@@ -97,20 +109,20 @@ def alignment_loss(problem: AlignmentProblem, transforms: torch.Tensor, level: i
     grid, visible = project(problem, transforms, max_points)
     weights = problem.point_weights if max_points is None else problem.point_weights[:, :max_points]
     sampled = F.grid_sample(problem.fields[level], grid, mode="bilinear", padding_mode="border",
-                            align_corners=False)[:, 0]                      # [N, K, P]
-    chance = problem.chance[level][:, None].to(sampled.dtype)
-    vis_w = visible * weights[:, None]                                      # [N, K, P]
-    total = weights.sum(-1)[:, None]                                        # [N, 1]
-    prior_count = shrink * total + 1.0
-    group_loss = ((sampled * vis_w).sum(-1) + chance * prior_count) / (vis_w.sum(-1) + prior_count)
+                            align_corners=False)[:, 0]                      # [N, P, K]
+    chance = problem.chance[level][:, None].to(sampled.dtype)               # [N, 1]
+    vis_w = visible * weights[:, :, None]                                   # [N, P, K]
+    visible_count = vis_w.sum(1)                                            # [N, K]
+    group_loss = ((sampled * vis_w).sum(1) + chance * PSEUDO_COUNT) / (visible_count + PSEUDO_COUNT)
     if per_group:
         return group_loss
-    gw = problem.group_weights[:, None]
-    return (group_loss * gw).sum(0) / gw.sum().clamp_min(1e-12)
+    weight = problem.group_weights[:, None] * visible_count.detach().sqrt()  # [N, K]
+    prior = (problem.chance[level] * problem.group_weights).sum() / problem.group_weights.sum()
+    return ((group_loss * weight).sum(0) + prior * PSEUDO_COUNT) / (weight.sum(0) + PSEUDO_COUNT)
 
 
 def visible_fraction(problem: AlignmentProblem, transforms: torch.Tensor) -> torch.Tensor:
     """Fraction [K] of the problem's (real) points that project into the image under each candidate."""
     _, visible = project(problem, transforms)
-    weights = problem.point_weights[:, None]
-    return (visible * weights).sum((0, 2)) / weights.sum().clamp_min(1.0)
+    weights = problem.point_weights[:, :, None]
+    return (visible * weights).sum((0, 1)) / weights.sum().clamp_min(1.0)

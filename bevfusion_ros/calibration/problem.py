@@ -75,7 +75,10 @@ def build_problem(frames: Sequence[SemanticFrame], cameras: Sequence[str], prior
                 reasons.append(f"frame {frame_index}: camera {name} missing")
                 continue
             T = np.asarray(prior[name], np.float64)
-            idx = _candidate_points(frame.points, T, cam.intrinsic, cam.size, margin, options.max_range_m)
+            pts = frame.points[:, :3]
+            if cam.lidar_motion is not None:
+                pts = (pts.astype(np.float64) @ cam.lidar_motion[:3, :3].T + cam.lidar_motion[:3, 3]).astype(np.float32)
+            idx = _candidate_points(pts, T, cam.intrinsic, cam.size, margin, options.max_range_m)
             idx = idx[finite[idx] & (frame.point_labels[idx] >= 0)]
             if idx.size == 0:
                 reasons.append(f"frame {frame_index}: no labeled LiDAR points in front of {name}")
@@ -91,7 +94,7 @@ def build_problem(frames: Sequence[SemanticFrame], cameras: Sequence[str], prior
                 members = idx[labels == cls]
                 members = members[rng.permutation(members.size)][:cap]
                 rows.append({"frame": frame_index, "camera": name, "cls": int(cls),
-                             "points": frame.points[members, :3], "mask": mask, "cam": cam})
+                             "points": pts[members], "mask": mask, "cam": cam})
     if not rows:
         detail = "; ".join(reasons[:3]) if reasons else "no class has both LiDAR points and image pixels"
         raise CalibrationInputError(

@@ -234,3 +234,159 @@ def sample_semantic_frame(record: SampleRecord, provider: BoxLabelProvider | Non
     provider = provider or BoxLabelProvider()
     return provider.frame(record.points, record.boxes, record.box_classes, list(record.views.values()),
                           record.stamp_us)
+
+
+# ----------------------------------------------------------------------------- nuScenes-format datasets
+
+
+@dataclass
+class DatasetFrame:
+    """A keyframe of a nuScenes-format dataset with the truth needed for evaluation."""
+
+    frame: SemanticFrame
+    T_cam_lidar: dict[str, np.ndarray]     # static extrinsics from calibrated_sensor (the truth)
+    T_ego_lidar: np.ndarray
+    sample_token: str
+
+
+def _lidar_motion(nusc, lidar_sd: str, cam_sd: str, T_ego_lidar: np.ndarray) -> np.ndarray:
+    """LiDAR frame at the LiDAR stamp -> LiDAR frame at the camera stamp (ego motion from ego poses)."""
+    from bevfusion_ros.data.nuscenes_io import ego_pose
+    T_global_ego_l = ego_pose(nusc, lidar_sd)
+    T_global_ego_c = ego_pose(nusc, cam_sd)
+    motion_ego = geo.invert_transform(T_global_ego_c) @ T_global_ego_l
+    return geo.invert_transform(T_ego_lidar) @ motion_ego @ T_ego_lidar
+
+
+class SynthGroundTruthProvider:
+    """Ground-truth semantics of the synthetic nuScenes dataset (or real nuScenes-lidarseg + masks): lidarseg
+    point labels and per-camera semantic masks, both in nuScenes-lidarseg indices. Index 0 (noise / sky) and
+    31 (ego vehicle) are unlabeled."""
+
+    UNLABELED = (0, 31)
+
+    def __init__(self, dataroot: str | Path, version: str | None = None):
+        from bevfusion_ros.data.nuscenes_io import infer_version, open_nuscenes
+        self.dataroot = Path(dataroot)
+        self.version = version or infer_version(self.dataroot)
+        self.nusc = open_nuscenes(self.dataroot, self.version)
+
+    def _map(self, labels: np.ndarray) -> np.ndarray:
+        out = labels.astype(np.int64)
+        out[np.isin(out, self.UNLABELED)] = IGNORE
+        return out
+
+    def sample_tokens(self, scene: str | None = None) -> list[str]:
+        if scene is None:
+            return [s["token"] for s in self.nusc.sample]
+        from bevfusion_ros.data.nuscenes_io import find_scene
+        rec = find_scene(self.nusc, scene)
+        tokens, token = [], rec["first_sample_token"]
+        while token:
+            tokens.append(token)
+            token = self.nusc.get("sample", token)["next"]
+        return tokens
+
+    def frame(self, sample_token: str, cameras: Sequence[str] = CAMERA_NAMES,
+              image_labels: Callable[[CameraView], np.ndarray] | None = None) -> DatasetFrame:
+        from bevfusion_ros.data.nuscenes_io import load_lidarseg, load_points, load_semantic_mask, sensor_calibration
+        sample = self.nusc.get("sample", sample_token)
+        lidar_sd = sample["data"]["LIDAR_TOP"]
+        sd = self.nusc.get("sample_data", lidar_sd)
+        points = load_points(self.dataroot / sd["filename"])
+        labels = self._map(load_lidarseg(self.dataroot, self.version, lidar_sd))
+        if len(labels) != len(points):
+            raise UserError(f"lidarseg of {lidar_sd} has {len(labels)} labels for {len(points)} points")
+        T_ego_lidar, _ = sensor_calibration(self.nusc, lidar_sd)
+        cams, truth = {}, {}
+        for name in cameras:
+            cam_sd = sample["data"].get(name)
+            if cam_sd is None:
+                continue
+            T_ego_cam, K = sensor_calibration(self.nusc, cam_sd)
+            T = geo.invert_transform(T_ego_cam) @ T_ego_lidar
+            truth[name] = T
+            csd = self.nusc.get("sample_data", cam_sd)
+            if image_labels is None:
+                mask = self._map(load_semantic_mask(self.dataroot, self.version, cam_sd))
+            else:
+                mask = image_labels(CameraView(name, (csd["width"], csd["height"]), K, T,
+                                               _read_rgb(self.dataroot / csd["filename"])))
+            cams[name] = CameraSemantics(name, mask, K, _lidar_motion(self.nusc, lidar_sd, cam_sd, T_ego_lidar))
+        frame = SemanticFrame(points[:, :3], labels, cams, stamp_us=int(sd["timestamp"]))
+        return DatasetFrame(frame, truth, T_ego_lidar, sample_token)
+
+
+class LidarsegProvider(SynthGroundTruthProvider):
+    """nuScenes-lidarseg point labels (real or synthetic) with image labels from a user function of the
+    camera view (e.g. :class:`OnnxSegmentationProvider` mapped to lidarseg indices)."""
+
+    def __init__(self, dataroot: str | Path, image_labels: Callable[[CameraView], np.ndarray],
+                 version: str | None = None):
+        super().__init__(dataroot, version)
+        self.image_labels = image_labels
+
+    def frame(self, sample_token: str, cameras: Sequence[str] = CAMERA_NAMES,
+              image_labels: Callable[[CameraView], np.ndarray] | None = None) -> DatasetFrame:
+        return super().frame(sample_token, cameras, image_labels or self.image_labels)
+
+
+def _read_rgb(path: Path) -> np.ndarray | None:
+    bgr = cv2.imread(str(path))
+    return None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+# ----------------------------------------------------------------------------- user ONNX segmentation
+
+
+class OnnxSegmentationProvider:
+    """Per-pixel classes from a user-supplied ONNX semantic segmentation model (onnxruntime, CPU).
+
+    The model takes one float32 NCHW RGB image (``(x / 255 - mean) / std`` at ``input_size`` = (w, h), or
+    the model's static input size) and returns logits [1, C, h', w']. The argmax class is resized (nearest)
+    to the image and mapped through ``class_map`` (model class -> calibration class; unmapped -> IGNORE,
+    identity when None) so it shares the LiDAR labels' index set."""
+
+    def __init__(self, model_path: str | Path, class_map: Mapping[int, int] | None = None,
+                 input_size: tuple[int, int] | None = None, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)):
+        import onnxruntime as ort
+        path = Path(model_path)
+        if not path.is_file():
+            raise UserError(f"segmentation model not found: {path}")
+        try:
+            self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        except Exception as err:  # noqa: BLE001 - onnxruntime raises its own exception types
+            raise UserError(f"cannot load segmentation model {path}: {err}") from None
+        inp = self.session.get_inputs()[0]
+        self.input_name = inp.name
+        shape = inp.shape
+        if input_size is None:
+            if not (isinstance(shape[2], int) and isinstance(shape[3], int)):
+                raise UserError(f"model {path} has a dynamic input size; pass input_size=(w, h)")
+            input_size = (shape[3], shape[2])
+        self.input_size = tuple(input_size)
+        self.class_map = dict(class_map) if class_map is not None else None
+        self.mean = np.asarray(mean, np.float32)
+        self.std = np.asarray(std, np.float32)
+
+    def __call__(self, view: CameraView) -> np.ndarray:
+        return self.labels(view.image)
+
+    def labels(self, image: np.ndarray | None) -> np.ndarray:
+        if image is None or image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError("segmentation needs an H x W x 3 RGB image")
+        height, width = image.shape[:2]
+        resized = cv2.resize(image, self.input_size, interpolation=cv2.INTER_LINEAR).astype(np.float32) / 255.0
+        tensor = ((resized - self.mean) / self.std).transpose(2, 0, 1)[None].astype(np.float32)
+        logits = self.session.run(None, {self.input_name: tensor})[0]
+        if logits.ndim != 4 or logits.shape[0] != 1:
+            raise ValueError(f"segmentation model output must be [1, C, h, w], got {logits.shape}")
+        classes = logits[0].argmax(0).astype(np.int32)
+        classes = cv2.resize(classes, (width, height), interpolation=cv2.INTER_NEAREST)
+        if self.class_map is None:
+            return classes.astype(np.int64)
+        lut = np.full(logits.shape[1], IGNORE, np.int64)
+        for src, dst in self.class_map.items():
+            if 0 <= src < len(lut):
+                lut[src] = dst
+        return lut[classes]

@@ -22,10 +22,18 @@ class CameraSemantics:
     name: str
     labels: np.ndarray            # H x W integer class map (IGNORE = unlabeled)
     intrinsic: np.ndarray         # 3 x 3 K for pixel coordinates of `labels` (pixel centres at integers)
+    # Known motion of the LiDAR frame between the LiDAR and this camera's stamps (ego motion, from poses):
+    # maps LiDAR-frame points at the LiDAR stamp into the LiDAR frame at the camera stamp. The calibrated
+    # T_cam_lidar is then the static extrinsic: p_cam = T_cam_lidar @ lidar_motion @ p.
+    lidar_motion: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.labels = np.asarray(self.labels)
         self.intrinsic = np.asarray(self.intrinsic, dtype=np.float64)
+        if self.lidar_motion is not None:
+            self.lidar_motion = np.asarray(self.lidar_motion, dtype=np.float64)
+            if self.lidar_motion.shape != (4, 4) or not np.all(np.isfinite(self.lidar_motion)):
+                raise ValueError(f"camera {self.name}: lidar_motion must be a finite 4x4 transform")
         if self.labels.ndim != 2 or self.labels.size == 0:
             raise ValueError(f"camera {self.name}: labels must be a non-empty H x W class map, "
                              f"got shape {self.labels.shape}")

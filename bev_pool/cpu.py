@@ -24,8 +24,9 @@ from .plan import BEVPoolPlan
 
 # Cells per embedding_bag call: keeps each call's output in cache and its index slices small.
 CELL_CHUNK = 4096
-# Points per chunk in the depth-probability gradient (bounds the [chunk, C] temporaries).
-POINT_CHUNK = 1 << 17
+# Points per chunk in the backward gathers: bounds the [chunk, C] temporaries (5 MB at C = 80 fp32), small
+# enough to be reused from the heap instead of page-faulting fresh memory every chunk.
+POINT_CHUNK = 1 << 14
 
 _COMPUTE_DTYPES = (torch.float32, torch.float64)
 
@@ -137,8 +138,9 @@ def fused_backward(plan: BEVPoolPlan, depth_probs: torch.Tensor, feats: torch.Te
         flat = torch.zeros(batch * cams * depth * height * width, dtype=dtype, device=grad_flat.device)
         for start in range(0, plan.num_points, POINT_CHUNK):
             stop = min(start + POINT_CHUNK, plan.num_points)
-            dots = (grad_flat[cells[start:stop]] * table[plan.pixel_index[start:stop]]).sum(dim=1)
-            flat[plan.point_index[start:stop]] = dots
+            products = grad_flat.index_select(0, cells[start:stop])
+            products.mul_(table.index_select(0, plan.pixel_index[start:stop]))
+            flat[plan.point_index[start:stop]] = products.sum(dim=1)
         grad_depth = flat.view(batch, cams, depth, height, width)
     return grad_depth, grad_feats
 
@@ -149,5 +151,5 @@ def points_backward(plan: BEVPoolPlan, grad_flat: torch.Tensor, num_points: int)
     cells = plan.cell_of_points()
     for start in range(0, plan.num_points, POINT_CHUNK):
         stop = min(start + POINT_CHUNK, plan.num_points)
-        grad[plan.point_index[start:stop]] = grad_flat[cells[start:stop]]
+        grad.index_copy_(0, plan.point_index[start:stop], grad_flat.index_select(0, cells[start:stop]))
     return grad

@@ -285,9 +285,13 @@ def evaluate_submission(nusc, result_path: str | Path, eval_set: str, out_dir: s
     cfg = config_factory(DETECTION_CONFIG)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    evaluator = DetectionEval(nusc, config=cfg, result_path=str(result_path), eval_set=eval_set,
-                              output_dir=str(out_dir), verbose=verbose)
-    metrics, _ = evaluator.evaluate()
+    import contextlib
+    import io
+    quiet = contextlib.nullcontext() if verbose else contextlib.redirect_stderr(io.StringIO())  # devkit tqdm bars
+    with quiet:
+        evaluator = DetectionEval(nusc, config=cfg, result_path=str(result_path), eval_set=eval_set,
+                                  output_dir=str(out_dir), verbose=verbose)
+        metrics, _ = evaluator.evaluate()
     summary = metrics.serialize()
     gt_classes = {box.detection_name for token in evaluator.gt_boxes.sample_tokens
                   for box in evaluator.gt_boxes[token]}

@@ -28,6 +28,9 @@ CATEGORY = {"car": "vehicle.car", "truck": "vehicle.truck", "bus": "vehicle.bus.
             "construction_vehicle": "vehicle.construction", "pedestrian": "human.pedestrian.adult",
             "motorcycle": "vehicle.motorcycle", "bicycle": "vehicle.bicycle",
             "traffic_cone": "movable_object.trafficcone", "barrier": "movable_object.barrier"}
+CAMERA_YAWS = {"CAM_FRONT": 0.0, "CAM_FRONT_RIGHT": -0.96, "CAM_FRONT_LEFT": 0.96, "CAM_BACK": np.pi,
+               "CAM_BACK_LEFT": 1.92, "CAM_BACK_RIGHT": -1.92}
+CAM_K = np.array([[320.0, 0.0, 200.0], [0.0, 320.0, 112.0], [0.0, 0.0, 1.0]])
 SIZES_WLH = {"car": (1.9, 4.6, 1.7), "truck": (2.5, 7.0, 3.0), "bus": (2.9, 11.0, 3.4), "trailer": (2.6, 10.0, 3.8),
              "construction_vehicle": (2.8, 6.5, 3.2), "pedestrian": (0.7, 0.7, 1.75), "motorcycle": (0.8, 2.1, 1.5),
              "bicycle": (0.6, 1.7, 1.3), "traffic_cone": (0.4, 0.4, 1.0), "barrier": (2.5, 0.5, 1.0)}
@@ -39,10 +42,11 @@ def _quat(rot: np.ndarray):
     return Quaternion(matrix=u @ vt)
 
 
-def build_db(root: Path, n_samples: int = 3, seed: int = 0) -> dict:
+def build_db(root: Path, n_samples: int = 3, seed: int = 0, sensors: bool = False, with_map: bool = False) -> dict:
     """Write a v1.0-mini database under ``root``; returns {"dataroot", "version", "samples": [...]} with,
     per sample, its token, T_ego_lidar, T_global_ego and the GT in the LiDAR frame (boxes [M,9], labels,
-    attributes)."""
+    attributes). ``sensors``: also six cameras (small JPEGs) and LiDAR files (ground + points on every
+    object); ``with_map``: a map expansion (see :func:`write_map`)."""
     from nuscenes.utils.data_classes import Box
     from pyquaternion import Quaternion
 
@@ -65,6 +69,16 @@ def build_db(root: Path, n_samples: int = 3, seed: int = 0) -> dict:
     tables["calibrated_sensor"] = [{"token": "cs-lidar", "sensor_token": "sensor-lidar",
                                     "translation": LIDAR2EGO[:3, 3].tolist(), "rotation": list(cs_q.elements),
                                     "camera_intrinsic": []}]
+    if sensors:
+        for cam, yaw in CAMERA_YAWS.items():
+            # optical frame (z forward, x right, y down) -> ego, looking along ego yaw
+            fwd = np.array([np.cos(yaw), np.sin(yaw), 0.0])
+            right = np.array([np.sin(yaw), -np.cos(yaw), 0.0])
+            R = np.stack([right, [0.0, 0.0, -1.0], fwd], axis=1)
+            tables["sensor"].append({"token": f"sensor-{cam}", "channel": cam, "modality": "camera"})
+            tables["calibrated_sensor"].append({"token": f"cs-{cam}", "sensor_token": f"sensor-{cam}",
+                                                "translation": [1.0, 0.0, 1.6], "rotation": list(_quat(R).elements),
+                                                "camera_intrinsic": CAM_K.tolist()})
     tables["log"] = [{"token": "log-0", "logfile": "synthetic", "vehicle": "synthetic", "date_captured": "2026-01-01",
                       "location": "singapore-onenorth"}]
     tables["map"] = [{"token": "map-0", "log_tokens": ["log-0"], "category": "semantic_prior", "filename": ""}]
@@ -106,6 +120,18 @@ def build_db(root: Path, n_samples: int = 3, seed: int = 0) -> dict:
                                       "prev": f"sd-{k - 1}" if k > 0 else "",
                                       "next": f"sd-{k + 1}" if k + 1 < n_samples else ""})
         boxes, labels, attrs = [], [], []
+        if sensors:
+            for cam in CAMERA_YAWS:
+                fname = f"samples/{cam}/{k}.jpg"
+                tables["sample_data"].append({"token": f"sd-{cam}-{k}", "sample_token": token, "ego_pose_token": f"pose-{k}",
+                                              "calibrated_sensor_token": f"cs-{cam}", "timestamp": ts, "fileformat": "jpg",
+                                              "is_key_frame": True, "height": 225, "width": 400, "filename": fname,
+                                              "prev": "", "next": ""})
+                (root / "samples" / cam).mkdir(parents=True, exist_ok=True)
+                img = np.full((225, 400, 3), 90, np.uint8)
+                img[112:] = 60
+                import cv2
+                cv2.imwrite(str(root / fname), img)
         for i, obj in enumerate(objects):
             pos = EGO2GLOBAL[:3, 3] + obj["rel"] + obj["vel"] * k * 0.5
             rot = Quaternion(axis=[0, 0, 1], angle=obj["yaw"])
@@ -126,6 +152,20 @@ def build_db(root: Path, n_samples: int = 3, seed: int = 0) -> dict:
             boxes.append([*box.center, l, w, h, yaw, *box.velocity[:2]])
             labels.append(DETECTION_CLASSES.index(obj["name"]))
             attrs.append(ATTRIBUTES.index(obj["attr"]) if obj["attr"] else -1)
+        if sensors:   # LiDAR: a ground ring + 40 points inside every object box
+            g = np.random.default_rng(k)
+            r, a = g.uniform(3, 40, 1500), g.uniform(-np.pi, np.pi, 1500)
+            ground = np.stack([r * np.cos(a), r * np.sin(a), np.full(1500, -1.8)], 1)
+            obj_pts = []
+            for b in boxes:
+                u = g.uniform(-0.4, 0.4, (40, 3)) * np.array(b[3:6])
+                c, s_ = np.cos(b[6]), np.sin(b[6])
+                obj_pts.append(np.stack([b[0] + c * u[:, 0] - s_ * u[:, 1], b[1] + s_ * u[:, 0] + c * u[:, 1],
+                                         b[2] + u[:, 2]], 1))
+            xyz = np.concatenate([ground, *obj_pts])
+            pts = np.concatenate([xyz, g.uniform(0, 100, (len(xyz), 1)), np.zeros((len(xyz), 1))], 1)
+            (root / "samples" / "LIDAR_TOP").mkdir(parents=True, exist_ok=True)
+            pts.astype(np.float32).tofile(root / f"samples/LIDAR_TOP/{k}.pcd.bin")
         T_global_ego = np.eye(4)
         T_global_ego[:3, :3] = ego_q.rotation_matrix
         T_global_ego[:3, 3] = ego_t
@@ -136,12 +176,56 @@ def build_db(root: Path, n_samples: int = 3, seed: int = 0) -> dict:
                             "boxes": np.array(boxes), "labels": np.array(labels), "attributes": np.array(attrs)})
     for name, rows in tables.items():
         (table_dir / f"{name}.json").write_text(json.dumps(rows))
+    if with_map:
+        write_map(root, out_samples[0]["T_global_ego"] @ out_samples[0]["T_ego_lidar"])
     return {"dataroot": str(root), "version": version, "samples": out_samples}
+
+
+def write_map(root: Path, T_global_lidar: np.ndarray) -> None:
+    """A map expansion JSON (singapore-onenorth) holding one drivable rectangle (LiDAR x 10..30, y -5..5), a
+    ped crossing (x -20..-10, y 10..20) and one road divider along y = 20 (x 0..40), all given in global
+    coordinates through ``T_global_lidar``."""
+    def to_global(x, y):
+        p = T_global_lidar @ np.array([x, y, 0.0, 1.0])
+        return float(p[0]), float(p[1])
+    nodes, polygons, lines = [], [], []
+
+    def add_polygon(corners):
+        toks = []
+        for x, y in corners:
+            gx, gy = to_global(x, y)
+            toks.append(f"n{len(nodes)}")
+            nodes.append({"token": toks[-1], "x": gx, "y": gy})
+        polygons.append({"token": f"p{len(polygons)}", "exterior_node_tokens": toks, "holes": []})
+        return polygons[-1]["token"]
+
+    da = add_polygon([(10, -5), (30, -5), (30, 5), (10, 5)])
+    pc = add_polygon([(-20, 10), (-10, 10), (-10, 20), (-20, 20)])
+    toks = []
+    for x in (0.0, 20.0, 40.0):
+        gx, gy = to_global(x, 20.0)
+        toks.append(f"n{len(nodes)}")
+        nodes.append({"token": toks[-1], "x": gx, "y": gy})
+    lines.append({"token": "l0", "node_tokens": toks})
+    data = {"version": "1.3", "canvas_edge": [2000.0, 2000.0], "node": nodes, "polygon": polygons, "line": lines,
+            "drivable_area": [{"token": "da0", "polygon_tokens": [da]}], "road_segment": [], "road_block": [],
+            "lane": [], "ped_crossing": [{"token": "pc0", "polygon_token": pc}], "walkway": [], "stop_line": [],
+            "carpark_area": [], "road_divider": [{"token": "rd0", "line_token": "l0", "road_segment_token": ""}],
+            "lane_divider": [], "traffic_light": [], "arcline_path_3": {}, "connectivity": {}, "lane_connector": []}
+    path = root / "maps" / "expansion"
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "singapore-onenorth.json").write_text(json.dumps(data))
 
 
 @pytest.fixture(scope="session")
 def tiny_nusc_db(tmp_path_factory):
     return build_db(tmp_path_factory.mktemp("tiny_nusc"))
+
+
+@pytest.fixture(scope="session")
+def sensor_nusc_db(tmp_path_factory):
+    """The same database with camera images, LiDAR files and a map expansion (for `bevfusion-ros eval`)."""
+    return build_db(tmp_path_factory.mktemp("sensor_nusc"), sensors=True, with_map=True)
 
 
 @pytest.fixture(scope="session")

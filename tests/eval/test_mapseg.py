@@ -1,12 +1,13 @@
 """Map-segmentation IoU protocol (known answers) and map GT rasterization with the devkit's NuScenesMap."""
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pytest
 
 from bevfusion_ros.eval import map_gt, mapseg
+
+from .conftest import write_map  # noqa: E402
 
 
 def test_thresholds_are_bevfusions():
@@ -85,47 +86,12 @@ def test_resample_to_grid():
 # ----------------------------------------------------------------------------- map GT
 
 
-def _write_map(root, T_global_lidar):
-    """A map expansion JSON holding one drivable rectangle (LiDAR x 10..30, y -5..5), a ped crossing
-    (x -20..-10, y 10..20) and one road divider along y = 20 (x 0..40), all given in global coordinates."""
-    def to_global(x, y):
-        p = T_global_lidar @ np.array([x, y, 0.0, 1.0])
-        return float(p[0]), float(p[1])
-    nodes, polygons, lines = [], [], []
-
-    def add_polygon(corners):
-        toks = []
-        for x, y in corners:
-            gx, gy = to_global(x, y)
-            toks.append(f"n{len(nodes)}")
-            nodes.append({"token": toks[-1], "x": gx, "y": gy})
-        polygons.append({"token": f"p{len(polygons)}", "exterior_node_tokens": toks, "holes": []})
-        return polygons[-1]["token"]
-
-    da = add_polygon([(10, -5), (30, -5), (30, 5), (10, 5)])
-    pc = add_polygon([(-20, 10), (-10, 10), (-10, 20), (-20, 20)])
-    toks = []
-    for x in (0.0, 20.0, 40.0):
-        gx, gy = to_global(x, 20.0)
-        toks.append(f"n{len(nodes)}")
-        nodes.append({"token": toks[-1], "x": gx, "y": gy})
-    lines.append({"token": "l0", "node_tokens": toks})
-    data = {"version": "1.3", "canvas_edge": [2000.0, 2000.0], "node": nodes, "polygon": polygons, "line": lines,
-            "drivable_area": [{"token": "da0", "polygon_tokens": [da]}], "road_segment": [], "road_block": [],
-            "lane": [], "ped_crossing": [{"token": "pc0", "polygon_token": pc}], "walkway": [], "stop_line": [],
-            "carpark_area": [], "road_divider": [{"token": "rd0", "line_token": "l0", "road_segment_token": ""}],
-            "lane_divider": [], "traffic_light": [], "arcline_path_3": {}, "connectivity": {}, "lane_connector": []}
-    path = root / "maps" / "expansion"
-    path.mkdir(parents=True)
-    (path / "singapore-onenorth.json").write_text(json.dumps(data))
-
-
 def test_map_gt_is_in_lidar_frame_x_then_y(tmp_path):
     yaw = np.deg2rad(117.0)
     T = np.eye(4)
     T[:2, :2] = [[np.cos(yaw), -np.sin(yaw)], [np.sin(yaw), np.cos(yaw)]]
     T[:3, 3] = [600.0, 1500.0, 0.0]
-    _write_map(tmp_path, T)
+    write_map(tmp_path, T)
     maps = map_gt.MapCache(tmp_path)
     xb, yb = [-50.0, 50.0, 0.5], [-50.0, 50.0, 0.5]
     gt = map_gt.rasterize_map(maps.get("singapore-onenorth"), T, xb, yb)

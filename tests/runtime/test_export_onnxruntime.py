@@ -94,26 +94,39 @@ def test_onnxruntime_bad_inputs(toy_model, tmp_path):
         make_backend("onnxruntime", toy_model, onnx_dir=tmp_path / "nowhere")
 
 
-def test_real_tiny_model_export_and_parity(tmp_path):
-    """The real network (bevfusion-tiny, random weights): both parts pass onnx.checker and onnxruntime
-    matches torch within 1e-3 on every output."""
+def test_export_cli_on_real_tiny_model_and_parity(tmp_path, capsys):
+    """`bevfusion-ros export` on the real network (bevfusion-tiny, random weights with realistic BN
+    statistics, saved as a checkpoint): both parts pass onnx.checker, the manifest records the checkpoint
+    hash, and the onnxruntime back-end over that folder matches torch within 1e-3 on every output."""
     pytest.importorskip("bevfusion_ros.model.bevfusion")
+    from bevfusion_ros.cli import main as cli_main
+    from bevfusion_ros.model.bevfusion import build_model
+    from bevfusion_ros.model.checkpoint import save_checkpoint
+    from bevfusion_ros.model.config import load_config
     from bevfusion_ros.paths import REPO_ROOT
+    cfg_path = REPO_ROOT / "models" / "bevfusion-tiny.yaml"
     torch.manual_seed(0)
-    model, config, _ = export.load_model(REPO_ROOT / "models" / "bevfusion-tiny.yaml", None, allow_untrained=True)
+    config = load_config(cfg_path)
+    model = build_model(config)
     for m in model.modules():   # realistic BN statistics instead of the identity of a fresh model
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
             m.running_mean.uniform_(-0.2, 0.2)
             m.running_var.uniform_(0.5, 1.5)
-    man = export.export_model(model, config, tmp_path)
+    ckpt = tmp_path / "tiny.pt"
+    save_checkpoint(ckpt, model, config)
+    out = tmp_path / "onnx"
+    rc = cli_main(["export", "--config", str(cfg_path), "--checkpoint", str(ckpt), "--out", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    man = export.load_manifest(out)
+    assert man["checkpoint_sha256"] == export.sha256_file(ckpt) and man["config_name"] == "bevfusion-tiny"
     assert set(man["parts"]) == {"camera_encoder", "bev_head"}
     for part, entry in man["parts"].items():
-        onnx.checker.check_model(str(tmp_path / entry["file"]), full_check=True)
+        onnx.checker.check_model(str(out / entry["file"]), full_check=True)
         diffs = entry["verification"]["max_abs_diff"]
-        assert entry["verification"]["passed"], (part, diffs)
-        assert max(diffs.values()) <= 1e-3
+        assert entry["verification"]["passed"] and max(diffs.values()) <= 1e-3, (part, diffs)
+    model, config, _ = export.load_model(cfg_path, ckpt)
     assert [o["name"] for o in man["parts"]["bev_head"]["outputs"]] == list(model.output_names)
-    backend = make_backend("onnxruntime", model, onnx_dir=tmp_path)
+    backend = make_backend("onnxruntime", model, onnx_dir=out)
     ref = make_backend("torch", model)
     specs = export.part_specs(model, config)
     x = export.example_inputs({**specs["camera_encoder"]["inputs"], **specs["bev_head"]["inputs"]}, seed=3)
@@ -122,6 +135,10 @@ def test_real_tiny_model_export_and_parity(tmp_path):
         assert (g - w).abs().max().item() <= 1e-3
     got, want = backend.run_bev_head(x["lidar_bev"], x["camera_bev"]), ref.run_bev_head(x["lidar_bev"], x["camera_bev"])
     assert max((got[k] - want[k]).abs().max().item() for k in want) <= 1e-3
+    # bad CLI input: one line, exit status 2
+    assert cli_main(["export", "--config", str(cfg_path), "--checkpoint", str(tmp_path / "no.pt"),
+                     "--out", str(out)]) == 2
+    assert "not found" in capsys.readouterr().err
 
 
 def test_load_model_errors(tmp_path):

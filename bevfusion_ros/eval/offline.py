@@ -148,11 +148,13 @@ def evaluate(config_path, checkpoint, dataroot, out_dir, eval_set: str | None = 
                 title=f"{nusc.get('scene', nusc.get('sample', token)['scene_token'])['name']} #{index} ({modality})"))
             if index == min(fig_idx):
                 cam = next((c for c in frame.cameras if c.image is not None), None)
-                if cam is not None and len(det):
+                if cam is not None:   # GT boxes in green, predictions in class colours
                     keep = det.scores >= (config.detection.score_threshold if score_threshold is None
                                           else score_threshold)
                     path = out_dir / f"camera_{cam.name}_{index:04d}.png"
-                    report.plot_camera_boxes(cam.image, det.boxes[keep], cam.intrinsic, cam.T_lidar_cam,
+                    drawn = report.plot_camera_boxes(cam.image, gt_boxes, cam.intrinsic, cam.T_lidar_cam,
+                                                     color=(0, 200, 0), thickness=1)
+                    report.plot_camera_boxes(drawn, det.boxes[keep], cam.intrinsic, cam.T_lidar_cam,
                                              det.labels[keep], path=path)
                     images.append(path)
         if progress is not None:

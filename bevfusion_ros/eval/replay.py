@@ -149,10 +149,33 @@ def write_params(out_dir: Path, overrides: dict, base: Path | None = None) -> Pa
     return path
 
 
+def play_lockstep(bag: Path, recorder: Recorder, frame_timeout_s: float = 300.0) -> str:
+    """Play ``bag`` as fast as the node keeps up: after each LiDAR message wait for its frame_status, so
+    every sweep is processed (accuracy independent of speed; latencies are then not real-time numbers)."""
+    from bevfusion_ros.nodes.player import play_bag
+    from bevfusion_ros.ros.time import ns_to_us
+
+    def on_published(topic: str, bag_ns: int) -> None:
+        if topic != "/LIDAR_TOP":
+            return
+        stamp = ns_to_us(bag_ns)
+        deadline = time.monotonic() + frame_timeout_s
+        while time.monotonic() < deadline:
+            with recorder.lock:
+                if stamp in recorder.record.statuses:
+                    return
+            time.sleep(0.002)
+
+    stats = play_bag(bag, rate=1e6, clock=False, start_delay_s=0.5, wait_for=["/LIDAR_TOP"],
+                     on_published=on_published)
+    return stats.summary()
+
+
 def replay_scene(bag: Path, params_file: Path, keyframe_stamps: set[int], all_lidar_stamps: list[int],
                  rate: float, log_dir: Path, calibration: bool = False, settle_s: float = 10.0,
-                 ready_timeout_s: float = 120.0, env: dict | None = None) -> SceneRecord:
-    """Start the graph, play ``bag`` into it, wait for every sweep's frame_status, stop the graph."""
+                 ready_timeout_s: float = 120.0, env: dict | None = None, lockstep: bool = False) -> SceneRecord:
+    """Start the graph, play ``bag`` into it (at ``rate``, or in lockstep with the node), wait for every
+    sweep's frame_status, stop the graph."""
     from bevfusion_ros.launch_graph import start_graph
 
     recorder = Recorder(keyframe_stamps)
@@ -178,13 +201,16 @@ def replay_scene(bag: Path, params_file: Path, keyframe_stamps: set[int], all_li
                 stop_sampling.wait(0.5)
         sampler = threading.Thread(target=sample_memory, daemon=True)
         sampler.start()
-        player = subprocess.run(
-            [sys.executable, "-m", "bevfusion_ros.nodes.player", str(bag), "--rate", str(rate),
-             "--wait-for", "/LIDAR_TOP", "--delay", "0.5"],
-            env={**os.environ, **(env or {})}, capture_output=True, text=True)
-        if player.returncode != 0:
-            raise UserError(f"playing {bag} failed ({player.returncode}): {player.stderr.strip()[-800:]}")
-        recorder.record.play_summary = player.stdout.strip()
+        if lockstep:
+            recorder.record.play_summary = play_lockstep(bag, recorder)
+        else:   # the player in its own process, as a recorded sensor stream would arrive
+            player = subprocess.run(
+                [sys.executable, "-m", "bevfusion_ros.nodes.player", str(bag), "--rate", str(rate),
+                 "--wait-for", "/LIDAR_TOP", "--delay", "0.5"],
+                env={**os.environ, **(env or {})}, capture_output=True, text=True)
+            if player.returncode != 0:
+                raise UserError(f"playing {bag} failed ({player.returncode}): {player.stderr.strip()[-800:]}")
+            recorder.record.play_summary = player.stdout.strip()
         wanted = set(all_lidar_stamps)
         deadline = time.monotonic() + settle_s
         while time.monotonic() < deadline:
@@ -269,6 +295,10 @@ def default_scenes(nusc, eval_set: str) -> list[str]:
     return [scene["name"] for scene in nusc.scene if scene["name"] in names]
 
 
+def pace_label(rate) -> str:
+    return "in lockstep" if rate == "lockstep" else f"at {float(rate):g}x"
+
+
 def _figures(nusc, out_dir: Path, evaluated: list[KeyframeResult], records: dict[str, SceneRecord],
              latencies: list[float], rate: float) -> list[Path]:
     """BEV (GT vs prediction), CAM_FRONT with projected predictions, latency histogram."""
@@ -280,7 +310,7 @@ def _figures(nusc, out_dir: Path, evaluated: list[KeyframeResult], records: dict
     if latencies:
         images.append(report.plot_latency_histogram(
             out_dir / "latency_histogram.png", {"end-to-end (LiDAR received -> detections published)": latencies},
-            title=f"perception_node latency, replay at {rate:g}x", budget_ms=100.0))
+            title=f"perception_node latency, replay {pace_label(rate)}", budget_ms=100.0))
     if not evaluated:
         return images
     kf = evaluated[len(evaluated) // 2]
@@ -401,7 +431,7 @@ def evaluate_records(nusc, eval_set: str, scenes: list[str], records: dict[str, 
         **(extra or {}),
     }
     images = _figures(nusc, out_dir, evaluated, records, latencies, rate)
-    report.write_report(out_dir, result, title=f"Replay evaluation ({backend}, {rate:g}x)", images=images,
+    report.write_report(out_dir, result, title=f"Replay evaluation ({backend}, {pace_label(rate)})", images=images,
                         json_name="report.json", md_name="report.md")
     return result
 
@@ -412,22 +442,24 @@ def evaluate_records(nusc, eval_set: str, scenes: list[str], records: dict[str, 
 def replay_eval(dataroot: str | Path, version: str, scenes: list[str] | None = None, rate: float = 1.0,
                 out: str | Path = "out/replay", bags: str | Path | None = None, backend: str = "torch",
                 checkpoint: str | None = None, model_config: str | None = None, eval_set: str | None = None,
-                params: dict | None = None, calibration: bool = False, log=print) -> dict:
-    from bevfusion_ros.data.bag_convert import convert_scene, open_dataset
+                params: dict | None = None, calibration: bool = False, lockstep: bool = False, log=print) -> dict:
+    from bevfusion_ros.data.bag_convert import convert_scene
+    from bevfusion_ros.data.nuscenes_io import open_nuscenes
     from bevfusion_ros.eval.detection import infer_eval_set
 
     if not rate > 0:
         raise UserError(f"--rate must be positive, got {rate}")
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    nusc = open_dataset(dataroot, version)
+    nusc = open_nuscenes(dataroot, version)
     eval_set = eval_set or infer_eval_set(nusc)
     scenes = list(scenes) if scenes else default_scenes(nusc, eval_set)
     if not scenes:
         raise UserError(f"no scenes to replay for eval set {eval_set!r}")
     bag_dir = Path(bags) if bags else out_dir / "bags"
     bag_dir.mkdir(parents=True, exist_ok=True)
-    overrides = {"backend": backend, **(params or {})}
+    # the player publishes RELIABLE: subscribe reliable too, so no message is lost whole under CPU load
+    overrides = {"backend": backend, "reliable_sensors": True, **(params or {})}
     if checkpoint is not None:
         overrides["checkpoint"] = str(Path(checkpoint).resolve()) if checkpoint else ""
     if model_config is not None:
@@ -441,13 +473,14 @@ def replay_eval(dataroot: str | Path, version: str, scenes: list[str] | None = N
             log(f"[replay-eval] converting {scene} -> {bag}")
             convert_scene(dataroot, version, scene, bag, progress=False)
         stamps, keyframes = scene_lidar_stamps(nusc, scene)
-        log(f"[replay-eval] replaying {scene}: {len(stamps)} sweeps, {len(keyframes)} keyframes at {rate:g}x")
+        pace = "in lockstep with the node" if lockstep else f"at {rate:g}x"
+        log(f"[replay-eval] replaying {scene}: {len(stamps)} sweeps, {len(keyframes)} keyframes {pace}")
         records[scene] = replay_scene(bag, params_file, keyframes, stamps, rate, out_dir / "logs" / scene,
-                                      calibration=calibration)
+                                      calibration=calibration, lockstep=lockstep)
         rec = records[scene]
         processed = sum(1 for s in rec.statuses.values() if s["status"] == "processed")
         log(f"[replay-eval]   {processed}/{len(stamps)} sweeps processed")
-    result = evaluate_records(nusc, eval_set, scenes, records, out_dir, backend, rate,
+    result = evaluate_records(nusc, eval_set, scenes, records, out_dir, backend, "lockstep" if lockstep else rate,
                               extra={"wall_s": round(time.monotonic() - t0, 1),
                                      "checkpoint": overrides.get("checkpoint", "(config default)")})
     return result
@@ -480,6 +513,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="PARAM=VALUE",
                         help="override a perception_node parameter (YAML value)")
     parser.add_argument("--calibration", action="store_true", help="also run the calibration node")
+    parser.add_argument("--lockstep", action="store_true",
+                        help="publish each sweep only after the node has handled the previous one: every frame "
+                             "is processed (accuracy independent of speed; latencies are not real-time)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -490,7 +526,8 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"--set expects PARAM=VALUE, got {item!r}")
         params[key] = yaml.safe_load(value)
     result = replay_eval(args.dataroot, args.version, args.scenes, args.rate, args.out, args.bags, args.backend,
-                         args.checkpoint, args.model_config, args.eval_set, params, args.calibration)
+                         args.checkpoint, args.model_config, args.eval_set, params, args.calibration,
+                         args.lockstep)
     for line in summary_lines(result):
         print(line)
     print(f"report: {Path(args.out) / 'report.md'} ({Path(args.out) / 'report.json'})")

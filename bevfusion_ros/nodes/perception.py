@@ -64,6 +64,9 @@ PARAMETERS: dict[str, tuple[object, str]] = {
     "backend": ("torch", f"inference back-end, one of {BACKENDS}"),
     "device": ("cpu", "torch device for the torch back-end (cpu, cuda)"),
     "num_threads": (2, "CPU threads for inference (torch / onnxruntime intra-op)"),
+    "reliable_sensors": (False, "subscribe to the sensors RELIABLE instead of best effort (only matches reliable "
+                                "publishers such as the bag player; large best-effort messages can be lost whole "
+                                "under CPU load)"),
     "compressed_images": (True, "subscribe to /CAM_*/image_rect_compressed (true) or raw /CAM_*/image_rect"),
     "camera_names": (list(CAMERA_NAMES), "camera names, in the model's order"),
     "sweeps": (0, "LiDAR sweeps per frame incl. the current one; 0 = the model config's lidar.sweeps"),
@@ -178,16 +181,20 @@ class PerceptionNode(Node):
         camera_group = ReentrantCallbackGroup()
         tf_group = MutuallyExclusiveCallbackGroup()
         timer_group = MutuallyExclusiveCallbackGroup()
-        self.create_subscription(PointCloud2, "/LIDAR_TOP", self._on_lidar, SENSOR_QOS,
+        sensor_qos = SENSOR_QOS
+        if p["reliable_sensors"]:
+            sensor_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=SENSOR_QOS.depth,
+                                    reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
+        self.create_subscription(PointCloud2, "/LIDAR_TOP", self._on_lidar, sensor_qos,
                                  callback_group=lidar_group)
         image_type, suffix = (CompressedImage, "image_rect_compressed") if p["compressed_images"] \
             else (Image, "image_rect")
         for name in self.camera_names:
             self.create_subscription(image_type, f"/{name}/{suffix}",
-                                     lambda msg, cam=name: self._on_image(cam, msg), SENSOR_QOS,
+                                     lambda msg, cam=name: self._on_image(cam, msg), sensor_qos,
                                      callback_group=camera_group)
             self.create_subscription(CameraInfo, f"/{name}/camera_info",
-                                     lambda msg, cam=name: self._on_camera_info(cam, msg), SENSOR_QOS,
+                                     lambda msg, cam=name: self._on_camera_info(cam, msg), sensor_qos,
                                      callback_group=camera_group)
         try:
             from tf2_msgs.msg import TFMessage

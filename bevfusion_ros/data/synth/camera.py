@@ -157,7 +157,11 @@ class CameraRenderer:
         coef_c = (n[..., 2] - n[..., 0] * cx / fx - n[..., 1] * cyy / fy) / plane_d
         face_cls = classes[idx]
         face_owner = owners[idx]
-        for bi, fi in zip(*np.nonzero(visible)):
+        # Near to far, so that faces hidden behind what is already drawn are skipped cheaply.
+        vis_b, vis_f = np.nonzero(visible)
+        order = np.argsort(np.einsum("ij,ij->i", b[vis_b, :2] - cam_pos_world[:2], b[vis_b, :2] - cam_pos_world[:2]),
+                           kind="stable")
+        for bi, fi in zip(vis_b[order], vis_f[order]):
             pts = face_pts[bi, fi]
             if pts[:, 2].min() < NEAR:
                 pts = _clip_near(pts)
@@ -170,13 +174,15 @@ class CameraRenderer:
             x1, y1 = min(hi[0], w), min(hi[1], h)
             if x1 <= x0 or y1 <= y0:
                 continue
+            zslice = zbuf[y0:y1, x0:x1]
+            if (x1 - x0) * (y1 - y0) > 4096 and zslice.min() > 1.0 / pts[:, 2].min():
+                continue                                            # entirely behind nearer surfaces
             uu = np.arange(x0, x1, dtype=np.float32) + 0.5
             vv = np.arange(y0, y1, dtype=np.float32) + 0.5
             invz = np.float32(coef_u[bi, fi]) * uu[None, :] + (np.float32(coef_v[bi, fi]) * vv[:, None]
                                                                + np.float32(coef_c[bi, fi]))
             mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
             cv2.fillPoly(mask, [np.round((uv - (x0, y0)) * 16).astype(np.int32)], 1, shift=4)
-            zslice = zbuf[y0:y1, x0:x1]
             win = invz > zslice
             win &= mask.view(bool)
             np.copyto(zslice, invz, where=win)

@@ -114,10 +114,11 @@ def untrained_checkpoint(tmp_path_factory):
     return path
 
 
-def test_eval_cli_real_pipeline_writes_complete_report(tmp_path, untrained_checkpoint, capsys):
+def test_eval_cli_real_pipeline_writes_complete_report(tmp_path, untrained_checkpoint, capsys, monkeypatch):
     """The real pipeline (untrained tiny fusion model, onnxruntime back-end, fed cameras only to keep the
     test fast) on two keyframes: the run completes and eval.json has every required key."""
     from .conftest import build_db
+    monkeypatch.setenv("BEVFUSION_ONNX_CACHE", str(tmp_path / "onnx-cache"))   # on-demand export goes here
     db = build_db(tmp_path / "data", n_samples=2, sensors=True, with_map=True)
     rc = cli_main(["eval", "--config", str(TINY), "--checkpoint", str(untrained_checkpoint), "--dataroot",
                    db["dataroot"], "--out", str(tmp_path / "out"), "--backend", "onnxruntime", "--threads", "2",
@@ -133,6 +134,7 @@ def test_eval_cli_real_pipeline_writes_complete_report(tmp_path, untrained_check
                                        "divider"}
     assert data["backend"] == "onnxruntime" and data["modality"] == "camera" and data["num_samples"] == 2
     assert json.loads((tmp_path / "out" / "submission.json").read_text())["meta"]["use_lidar"] is False
+    assert list((tmp_path / "onnx-cache").glob("*/manifest.json"))
 
 
 def _run_cli_error(args, capsys) -> str:

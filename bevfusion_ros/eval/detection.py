@@ -211,22 +211,21 @@ def eval_sample_tokens(nusc, eval_set: str) -> list[str]:
 
 
 def infer_eval_set(nusc) -> str:
-    """The eval set when the user gives none: the dataset engineer's ``nuscenes_io.eval_set_for`` when
-    present, else the first of (custom ``val`` / predefined val splits / mini_val) that covers scenes of
-    this dataset."""
+    """The eval set when the user gives none: ``nuscenes_io.eval_set_for`` (the predefined devkit split that
+    holds the dataset's scenes), else a custom split of ``<dataroot>/<version>/splits.json`` that covers
+    them (held-out-looking names first), else a predefined split of the version that does."""
     try:
         from bevfusion_ros.data import nuscenes_io  # type: ignore
         fn = getattr(nuscenes_io, "eval_set_for", None)
     except ImportError:
         fn = None
     if fn is not None:
-        for call in (lambda: fn(nusc), lambda: fn(nusc.dataroot, nusc.version)):
-            try:
-                value = call()
-            except TypeError:
-                continue
-            if value:
-                return str(value)
+        try:
+            value = fn(nusc)
+        except UserError:   # no predefined split holds these scenes: try custom splits below
+            value = None
+        if value:
+            return str(value)
     by_version = {"mini": ["mini_val", "mini_train"], "trainval": ["val", "train"], "test": ["test"]}
     suffix = next((k for k in by_version if str(nusc.version).endswith(k)), None)
     options = list(by_version.get(suffix, []))

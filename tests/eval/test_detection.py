@@ -172,3 +172,30 @@ def test_eval_set_errors(tiny_nusc):
     with pytest.raises(UserError, match="neither a predefined"):
         det_eval.eval_sample_tokens(tiny_nusc, "no_such_split")
     assert det_eval.infer_eval_set(tiny_nusc) == "mini_val"
+
+
+def test_custom_split_eval_set(tiny_nusc_db, tmp_path):
+    """A dataset whose scenes are in no predefined split is evaluated on a custom split (splits.json)."""
+    import shutil
+    from nuscenes import NuScenes
+    root = tmp_path / "custom"
+    shutil.copytree(tiny_nusc_db["dataroot"], root)
+    scene_file = root / "v1.0-mini" / "scene.json"
+    scenes = json.loads(scene_file.read_text())
+    scenes[0]["name"] = "synthetic-0001"
+    scene_file.write_text(json.dumps(scenes))
+    nusc = NuScenes("v1.0-mini", str(root), verbose=False)
+    with pytest.raises(UserError, match="cannot infer an eval set"):
+        det_eval.infer_eval_set(nusc)
+    (root / "v1.0-mini" / "splits.json").write_text(json.dumps({"train_synth": ["synthetic-9999"],
+                                                                "heldout": ["synthetic-0001"]}))
+    assert det_eval.infer_eval_set(nusc) == "heldout"
+    tokens = det_eval.eval_sample_tokens(nusc, "heldout")
+    samples = tiny_nusc_db["samples"]
+    assert tokens == [s["token"] for s in samples]
+    sub = det_eval.build_submission(tokens, {s["token"]: _gt_detections(s) for s in samples},
+                                    {s["token"]: det_eval.lidar_to_global(s["T_global_ego"], s["T_ego_lidar"])
+                                     for s in samples})
+    metrics = det_eval.evaluate_submission(nusc, det_eval.write_submission(tmp_path / "r.json", sub), "heldout",
+                                           tmp_path / "det")
+    assert metrics["map"] == pytest.approx(1.0)

@@ -8,6 +8,9 @@ Schema (Autoware style: a list of parent -> child transforms, angles on disk onl
     transforms:                    # pose of `child` in `parent` (maps child-frame points into parent)
       - {parent: base_link, child: LIDAR_TOP, x: 0.94, y: 0.0, z: 1.84, roll: ..., pitch: ..., yaw: ...}
       - {parent: base_link, child: CAM_FRONT, x: ..., y: ..., z: ..., roll: ..., pitch: ..., yaw: ...}
+    sensors:                       # derived from `transforms` on every write (never read back here):
+      LIDAR_TOP: {translation: [x, y, z], rotation: [w, x, y, z]}   # T_base_sensor, for the perception
+      CAM_FRONT: {...}                                               # node's `sensors:` reader
     metadata: {source: ..., updated: ..., loss: ...}    # free-form, optional
 
 x, y, z in metres; roll, pitch, yaw in radians, R = Rz(yaw) Ry(pitch) Rx(roll) (ROS/URDF fixed-axis RPY).
@@ -165,9 +168,18 @@ def load_rig_calibration(path: str | Path) -> dict[str, np.ndarray]:
 
 
 def rig_to_dict(rig: RigCalibration) -> dict:
+    from bevfusion_ros.geometry import matrix_to_quat_wxyz
+    sensors = {}
+    for (_, child) in rig.transforms:
+        T = rig.T_base(child)
+        sensors[child] = {"translation": [float(v) for v in T[:3, 3]],
+                          "rotation": [float(v) for v in matrix_to_quat_wxyz(T[:3, :3])]}
     return {
         "rig": rig.rig, "base_frame": rig.base_frame, "lidar_frame": rig.lidar_frame,
         "transforms": [transform_to_entry(p, c, T) for (p, c), T in rig.transforms.items()],
+        # Derived, written for readers of the `sensors:` layout (perception/calibration_file.py):
+        # T_base_sensor as translation + quaternion (w, x, y, z). `transforms` is authoritative.
+        "sensors": sensors,
         "metadata": rig.metadata,
     }
 

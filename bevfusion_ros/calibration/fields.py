@@ -46,7 +46,10 @@ def downsample_mask(mask: np.ndarray, factor: int) -> np.ndarray:
     height, width = mask.shape
     size = (max(1, int(round(width / factor))), max(1, int(round(height / factor))))
     frac = cv2.resize(mask.astype(np.float32), size, interpolation=cv2.INTER_AREA)
-    return frac >= 0.5
+    small = frac >= 0.5
+    if not small.any() and mask.any():      # a thin structure (pole) below half a coarse pixel: keep its best cells
+        small = frac >= 0.5 * frac.max()
+    return small
 
 
 def signed_distance(mask: np.ndarray) -> np.ndarray:

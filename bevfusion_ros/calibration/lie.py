@@ -54,10 +54,11 @@ def so3_log(rot: torch.Tensor) -> torch.Tensor:
     small = theta < 1e-6
     scale = torch.where(small, 0.5 + theta * theta / 12.0, theta / (2.0 * sin.clamp_min(1e-12)))
     out = vee * scale[..., None]
-    # Near pi: the axis comes from the diagonal of (R + I) / 2 = a a^T.
+    # Near pi: the axis comes from the symmetric part, (R + R^T) / 2 - cos(theta) I = (1 - cos(theta)) a a^T.
     near_pi = theta > np.pi - 1e-3
     if bool(near_pi.any()):
-        sym = (rot + torch.eye(3, dtype=rot.dtype, device=rot.device)) / 2.0
+        eye = torch.eye(3, dtype=rot.dtype, device=rot.device)
+        sym = (rot + rot.transpose(-1, -2)) / 2.0 - cos[..., None, None] * eye
         diag = torch.diagonal(sym, dim1=-2, dim2=-1).clamp_min(0.0)
         idx = diag.argmax(-1, keepdim=True)
         col = torch.gather(sym, -1, idx[..., None, :].expand(*sym.shape[:-1], 1))[..., 0]

@@ -34,6 +34,7 @@ class ProblemOptions:
     fov_margin_deg: float = 15.0
     max_range_m: float = 80.0
     ignore_classes: tuple[int, ...] = ()
+    occlusion_filter: bool = True
     seed: int = 0
 
 
@@ -53,6 +54,37 @@ def _candidate_points(points: np.ndarray, T_cam_lidar: np.ndarray, intrinsic: np
     keep = ((depth > MIN_DEPTH_M) & (ang_x > lo_x) & (ang_x < hi_x) & (ang_y > lo_y) & (ang_y < hi_y)
             & (dist < max_range))
     return np.flatnonzero(keep)
+
+
+def occluded_points(points: np.ndarray, T_cam_lidar: np.ndarray, intrinsic: np.ndarray, size: tuple[int, int],
+                    cells_across: int = 160, window: int = 5, rel_margin: float = 0.1, abs_margin: float = 0.3
+                    ) -> np.ndarray:
+    """Boolean [N]: points hidden from the camera behind nearer points (LiDAR-camera parallax: the LiDAR
+    sees ground behind a car that the camera does not). Depth test on a coarse grid of image cells, in a
+    horizontal window of cells (rows are left alone so a ground plane seen at grazing angles does not
+    occlude itself). Evaluated under the prior: occlusion depends on the camera *position* and changes little
+    within the search range."""
+    xyz = points[:, :3].astype(np.float64)
+    cam = xyz @ T_cam_lidar[:3, :3].T + T_cam_lidar[:3, 3]
+    depth = cam[:, 2]
+    width, height = size
+    cell = max(1.0, width / cells_across)
+    front = np.isfinite(depth) & (depth > MIN_DEPTH_M)
+    uv = np.full((len(xyz), 2), -1e9)
+    uv[front] = cam[front, :2] / depth[front, None] * [intrinsic[0, 0], intrinsic[1, 1]] + intrinsic[:2, 2]
+    pad = 0.25
+    cols = int(np.ceil(width * (1 + 2 * pad) / cell))
+    rows = int(np.ceil(height * (1 + 2 * pad) / cell))
+    cx = np.floor((uv[:, 0] + pad * width) / cell).astype(np.int64)
+    cy = np.floor((uv[:, 1] + pad * height) / cell).astype(np.int64)
+    inside = front & (cx >= 0) & (cx < cols) & (cy >= 0) & (cy < rows)
+    grid = np.full((rows, cols), np.inf)
+    np.minimum.at(grid, (cy[inside], cx[inside]), depth[inside])
+    from scipy.ndimage import minimum_filter
+    nearest = minimum_filter(grid, size=(1, window), mode="nearest")
+    out = np.zeros(len(xyz), bool)
+    out[inside] = depth[inside] > nearest[cy[inside], cx[inside]] * (1 + rel_margin) + abs_margin
+    return out
 
 
 def build_problem(frames: Sequence[SemanticFrame], cameras: Sequence[str], prior: dict[str, np.ndarray],
@@ -80,6 +112,11 @@ def build_problem(frames: Sequence[SemanticFrame], cameras: Sequence[str], prior
                 pts = (pts.astype(np.float64) @ cam.lidar_motion[:3, :3].T + cam.lidar_motion[:3, 3]).astype(np.float32)
             idx = _candidate_points(pts, T, cam.intrinsic, cam.size, margin, options.max_range_m)
             idx = idx[finite[idx] & (frame.point_labels[idx] >= 0)]
+            if options.occlusion_filter and idx.size:
+                hidden = occluded_points(pts[finite], T, cam.intrinsic, cam.size)
+                hidden_all = np.zeros(len(pts), bool)
+                hidden_all[np.flatnonzero(finite)] = hidden
+                idx = idx[~hidden_all[idx]]
             if idx.size == 0:
                 reasons.append(f"frame {frame_index}: no labeled LiDAR points in front of {name}")
                 continue

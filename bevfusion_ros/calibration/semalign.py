@@ -56,6 +56,7 @@ class CalibrationConfig:
     max_points_per_group: int = 768
     min_points_per_group: int = 8
     ignore_classes: tuple[int, ...] = ()
+    occlusion_filter: bool = True
     min_improvement: float = 0.0             # relative: accept only if loss < prior_loss * (1 - this)
     min_visible_fraction: float = 0.02       # refuse results that see (almost) nothing
     seed: int = 0
@@ -191,7 +192,8 @@ class Calibrator:
         cfg = self.config
         options = ProblemOptions(levels=cfg.levels, max_points_per_group=cfg.max_points_per_group,
                                  min_points_per_group=cfg.min_points_per_group,
-                                 ignore_classes=cfg.ignore_classes, seed=cfg.seed)
+                                 ignore_classes=cfg.ignore_classes, occlusion_filter=cfg.occlusion_filter,
+                                 seed=cfg.seed)
         return build_problem(frames, cameras, prior, options, math.radians(cfg.rot_range_deg), left).to(self.device)
 
     def _calibrate_unit(self, frames, cameras, prior, left, base, name=None) -> UnitResult:

@@ -96,12 +96,14 @@ class OnnxSession:
             tensor = tensor.to(torch.float32).contiguous()
             self.check_input(name, tensor, dims)
             tensors[name] = tensor
-        if self.io_binding:
-            outputs = self._run_bound(tensors, batch)
-            if outputs is not None:
-                return outputs
-        result = self.session.run(self.output_names, {k: v.numpy() for k, v in tensors.items()})
-        return {name: torch.from_numpy(np.ascontiguousarray(arr)) for name, arr in zip(self.output_names, result)}
+        outputs = self._run_bound(tensors, batch) if self.io_binding else None
+        if outputs is None:
+            result = self.session.run(self.output_names, {k: v.numpy() for k, v in tensors.items()})
+            outputs = {name: torch.from_numpy(np.ascontiguousarray(arr)) for name, arr in zip(self.output_names, result)}
+        device = present[0].device
+        if device.type != "cpu":   # a pipeline on another device gets its outputs back there
+            outputs = {k: v.to(device) for k, v in outputs.items()}
+        return outputs
 
     def _run_bound(self, tensors: dict[str, torch.Tensor], batch: int) -> dict[str, torch.Tensor] | None:
         """Zero-copy run through IO binding; None when an output shape is not static (then plain run)."""

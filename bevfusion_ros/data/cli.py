@@ -41,6 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     synth.add_argument("--jpeg-quality", type=_positive_int, default=90, help="JPEG quality (default 90)")
     synth.add_argument("--no-semantic", action="store_true",
                        help="skip the lidarseg labels and camera semantic masks")
+    synth.add_argument("--workers", type=_positive_int, default=1,
+                       help="scenes generated in parallel processes (default 1; the output is the same)")
     synth.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -55,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--jpeg-quality must be in 1..100, got {args.jpeg_quality}")
     config = SynthConfig(out=args.out, splits=list(zip(splits, args.scenes)), seed=args.seed,
                          keyframes=args.keyframes, camera_hz=args.camera_hz, jpeg_quality=args.jpeg_quality,
-                         semantic=not args.no_semantic, location=args.location, progress=not args.quiet)
+                         semantic=not args.no_semantic, location=args.location, progress=not args.quiet,
+                         workers=args.workers)
     summary = generate(config)
     points = summary["points_per_sweep"]
     anns = summary["annotations_per_sample"]

@@ -8,15 +8,15 @@ each camera's keyframe image taken at the LiDAR keyframe stamp plus the real rig
 from __future__ import annotations
 
 import hashlib
-import os
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from bevfusion_ros.classes import CAMERA_NAMES, LIDAR_NAME
-from bevfusion_ros.data.synth import semantics as sem
+from bevfusion_ros.classes import LIDAR_NAME
 from bevfusion_ros.data.synth.camera import CameraRenderer
 from bevfusion_ros.data.synth.ground import build_ground
 from bevfusion_ros.data.synth.lidar import LidarModel, cast
@@ -47,6 +47,7 @@ class SynthConfig:
     rig_json: Path | None = None
     lidar: LidarModel = field(default_factory=LidarModel)
     progress: bool = True
+    workers: int = 1                          # scenes generated in parallel processes
 
 
 def version_for(splits: list[tuple[str, int]]) -> str:
@@ -113,25 +114,61 @@ def generate(config: SynthConfig) -> dict:
     writer = TableWriter(version, f"synth/{config.seed}")
     frames_per_scene = (config.keyframes - 1) * (LIDAR_HZ // 2) + 1 + \
         len(rig.cameras) * ((config.keyframes - 1) * (config.camera_hz // 2) + 1)
-    progress = _progress(len(names) * frames_per_scene, config.progress)
+    jobs = []
     written_maps: dict[str, str] = {}
+    for split, name in names:
+        seed = scene_seed(config.seed, name)
+        location = config.location or LOCATIONS[int(np.random.default_rng(seed).integers(len(LOCATIONS)))]
+        if location not in written_maps:
+            written_maps[location] = write_maps(root, city_for(location))
+        jobs.append(_SceneJob(config, rig, version, root, split, name, seed, location, written_maps[location]))
     summary = {"version": version, "scenes": [], "points_per_sweep": [], "annotations_per_sample": []}
+    progress = _progress(len(names) * frames_per_scene, config.progress)
     try:
-        for index, (split, name) in enumerate(names):
-            seed = scene_seed(config.seed, name)
-            rng = np.random.default_rng(seed)
-            location = config.location or LOCATIONS[int(rng.integers(len(LOCATIONS)))]
-            if location not in written_maps:
-                written_maps[location] = write_maps(root, city_for(location))
-            stats = SceneGenerator(config, rig, writer, root, name, seed, location, written_maps[location],
-                                   progress).run()
-            summary["scenes"].append({"name": name, "split": split, "location": location})
+        if config.workers <= 1 or len(jobs) == 1:
+            results = (_run_scene(job, progress) for job in jobs)
+        else:
+            pool = ProcessPoolExecutor(max_workers=min(config.workers, len(jobs)),
+                                       mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init)
+            results = pool.map(_run_scene, jobs)
+        for job, (scene_writer, stats) in zip(jobs, results):
+            writer.merge(scene_writer)
+            summary["scenes"].append({"name": job.name, "split": job.split, "location": job.location})
             summary["points_per_sweep"].extend(stats["points_per_sweep"])
             summary["annotations_per_sample"].extend(stats["annotations_per_sample"])
+            if config.workers > 1 and len(jobs) > 1:
+                progress.update(frames_per_scene)
     finally:
         progress.close()
+        if config.workers > 1 and len(jobs) > 1:
+            pool.shutdown(cancel_futures=True)
     writer.write(root)
     return summary
+
+
+@dataclass
+class _SceneJob:
+    config: SynthConfig
+    rig: Rig
+    version: str
+    root: Path
+    split: str
+    name: str
+    seed: int
+    location: str
+    map_png: str
+
+
+def _worker_init() -> None:
+    cv2.setNumThreads(1)
+
+
+def _run_scene(job: _SceneJob, progress=None) -> tuple[TableWriter, dict]:
+    """Generate one scene into its own table writer (runs in a worker process when --workers > 1)."""
+    writer = TableWriter(job.version, f"synth/{job.config.seed}")
+    stats = SceneGenerator(job.config, job.rig, writer, job.root, job.name, job.seed, job.location, job.map_png,
+                           progress or _NoProgress()).run()
+    return writer, stats
 
 
 class _NoProgress:

@@ -83,6 +83,18 @@ class TableWriter:
                                                     "category": "semantic_prior", "filename": filename})
         self._maps[location]["log_tokens"].append(log_token)
 
+    def merge(self, other: "TableWriter") -> None:
+        """Append the records of another writer of the same dataset (one scene generated elsewhere)."""
+        for name in ("instance", "calibrated_sensor", "ego_pose", "log", "scene", "sample", "sample_data",
+                     "sample_annotation"):
+            self.tables[name].extend(other.tables[name])
+        for record in other.tables["sensor"]:
+            self.sensor_token(record["channel"], record["modality"])
+        for location, record in other._maps.items():
+            for log_token in record["log_tokens"]:
+                self.add_map(location, record["filename"], log_token)
+        self.lidarseg.extend(other.lidarseg)
+
     def write(self, root: Path) -> None:
         table_dir = root / self.version
         table_dir.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,21 @@ from torch import nn
 
 from .kmap.build import conv_output_shape
 from .nn import BatchNorm, ReLU, Sequential, SparseBasicBlock, SparseConv3d, SubMConv3d
+from .kmap.keys import make_layout
 from .tensor import SparseTensor
+
+
+def sort_by_key(x: SparseTensor) -> SparseTensor:
+    """The same sites in (b, x, y, z) order: every kernel map of the network is then built without a
+    permutation and gathers walk memory forwards. Row order is internal to the encoder (its output is dense)."""
+    if len(x) < 2:
+        return x
+    keys = make_layout(x.batch_size, x.spatial_shape).pack(x.coords)
+    if bool((keys[1:] > keys[:-1]).all()):
+        return x
+    order = torch.argsort(keys)
+    return SparseTensor(x.feats.index_select(0, order), x.coords.index_select(0, order), x.spatial_shape,
+                        x.batch_size, x.stride, x.cache, validate=False)
 
 BN_EPS = 1e-3
 BN_MOMENTUM = 0.01
@@ -120,4 +134,4 @@ class SparseEncoder(nn.Module):
 
     def forward(self, feats: torch.Tensor, coords: torch.Tensor, batch_size: int) -> torch.Tensor:
         x = SparseTensor(feats, coords, self.sparse_shape, batch_size)
-        return self.forward_sparse(x).bev()
+        return self.forward_sparse(sort_by_key(x)).bev()

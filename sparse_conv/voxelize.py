@@ -121,7 +121,7 @@ def voxelize(points: torch.Tensor, voxel_size: Sequence[float], point_range: Seq
     slot = torch.arange(sorted_voxel.numel(), device=points.device) - starts[sorted_voxel]
     keep = (slot < max_points_per_voxel) & (sorted_voxel < max_voxels)
     kept_points = index[by_voxel[keep]]
-    num_points = torch.clamp(counts[voxel_order[:n_voxels]], max=max_points_per_voxel)
+    num_points = torch.clamp(counts[:n_voxels], max=max_points_per_voxel)
     feats = _reduce(points[kept_points], num_points, reduce)
     coords = _unpack(unique_keys[voxel_order[:n_voxels]], grid)
     stats.update(dropped_voxel_cap=int((~keep_voxel).sum()),

@@ -15,25 +15,77 @@ import torch
 from ..kmap.kernel_map import KernelMap
 
 
+# Rows per chunk of the per-offset gather-GEMM-scatter (the gathered block stays in L2) and of the
+# output-stationary im2col path; measured on the benchmark cloud (see README).
+PAIR_CHUNK = 8192
+IM2COL_CHUNK = 1024
+IM2COL_MAX_CHANNELS = 32
+
+
 def conv_forward(feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap,
                  bias: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """feats [n_in, Cin], weight [K, Cin, Cout] -> [n_out, Cout]."""
-    c_out = weight.shape[2]
+    """feats [n_in, Cin], weight [K, Cin, Cout] -> [n_out, Cout].
+
+    Submanifold maps with few input channels use the output-stationary im2col dataflow (one big GEMM per
+    block of output rows, no scatter); everything else the chunked gather-GEMM-scatter.
+    """
+    if feats.is_cuda and feats.dtype == torch.float16 and not torch.is_grad_enabled() and kmap.n_out > 0:
+        from ..cuda import kernels                                   # fp16 CuPy kernel, fp32 accumulation
+        if kernels.available():
+            out = kernels.sparse_conv_fp16(feats, weight, kmap.neighbor_table_cached())
+            return out + bias.to(out.dtype) if bias is not None else out
+    if (kmap.identity_offset is not None and feats.shape[1] <= IM2COL_MAX_CHANNELS and feats.device.type == "cpu"
+            and kmap.n_out > 0):
+        out = im2col_forward(feats, weight, kmap)
+    else:
+        out = gather_gemm_scatter_forward(feats, weight, kmap)
+    if bias is not None:
+        out += bias
+    return out
+
+
+def gather_gemm_scatter_forward(feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap,
+                                chunk: int = PAIR_CHUNK) -> torch.Tensor:
+    c_in, c_out = weight.shape[1], weight.shape[2]
     centre = kmap.identity_offset
     if centre is not None and kmap.n_in == kmap.n_out:
         out = torch.mm(feats, weight[centre])
     else:
         out = feats.new_zeros((kmap.n_out, c_out))
+    longest = max((kmap.offsets_ptr[k + 1] - kmap.offsets_ptr[k] for k in range(kmap.kernel_volume)), default=0)
+    rows = min(chunk, longest)
+    gathered = feats.new_empty((rows, c_in))
+    product = feats.new_empty((rows, c_out))
     for k in range(kmap.kernel_volume):
         if k == centre:
             continue
         start, stop = kmap.offsets_ptr[k], kmap.offsets_ptr[k + 1]
-        if stop == start:
-            continue
-        gathered = feats.index_select(0, kmap.in_idx[start:stop])
-        out.index_add_(0, kmap.out_idx[start:stop], torch.mm(gathered, weight[k]))
-    if bias is not None:
-        out += bias
+        for begin in range(start, stop, chunk):
+            end = min(begin + chunk, stop)
+            m = end - begin
+            g = torch.index_select(feats, 0, kmap.in_idx[begin:end], out=gathered[:m])
+            p = torch.mm(g, weight[k], out=product[:m])
+            out.index_add_(0, kmap.out_idx[begin:end], p)
+    return out
+
+
+def im2col_forward(feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap,
+                   chunk: int = IM2COL_CHUNK) -> torch.Tensor:
+    """out[o] = concat_k feats[table[o, k]] @ weight.view(K * Cin, Cout), missing neighbours read a zero row."""
+    table = kmap.padded_neighbor_table()                       # [n_out, K], missing -> n_in (the zero row)
+    n_out, volume = table.shape
+    c_in = feats.shape[1]
+    padded = torch.cat([feats, feats.new_zeros((1, c_in))])
+    flat_weight = weight.reshape(volume * c_in, weight.shape[2])
+    out = feats.new_empty((n_out, weight.shape[2]))
+    rows = min(chunk, n_out)
+    columns = feats.new_empty((rows * volume, c_in))
+    flat_table = table.view(-1)
+    for begin in range(0, n_out, chunk):
+        end = min(begin + chunk, n_out)
+        m = end - begin
+        g = torch.index_select(padded, 0, flat_table[begin * volume:end * volume], out=columns[:m * volume])
+        torch.mm(g.view(m, volume * c_in), flat_weight, out=out[begin:end])
     return out
 
 

@@ -55,6 +55,55 @@ def check_no_duplicates(sorted_keys: torch.Tensor, layout: KeyLayout) -> None:
             f"merge them first (sparse_conv.voxelize does)")
 
 
+def _lookup(sorted_keys: torch.Tensor, queries: torch.Tensor, hint: Optional[torch.Tensor] = None
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Positions of ``queries`` in ``sorted_keys`` and whether they are present (exact match)."""
+    n = sorted_keys.numel()
+    pos = torch.searchsorted(sorted_keys, queries) if hint is None else hint
+    pos = pos.clamp(max=n - 1)
+    return pos, sorted_keys.index_select(0, pos) == queries
+
+
+def _half_pairs(sorted_keys: torch.Tensor, layout: KeyLayout, half_offsets, kernel, dilation
+                ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """(input rows, output rows) in sorted order for each offset of the first half of the kernel.
+
+    Output row o (sorted position) pairs with the input row holding key(o) + offset_key. With unit dilation
+    along z, one ``searchsorted`` per (dx, dy) column finds the lowest dz of the column; the other dz follow by
+    stepping along the sorted keys (keys are unique, so key + 1 can only sit right after key). The (0, 0, dz)
+    offsets need no search at all: they are neighbours in sorted order.
+    """
+    n = sorted_keys.numel()
+    rows = torch.arange(n, device=sorted_keys.device)
+    in_parts: list[torch.Tensor] = []
+    out_parts: list[torch.Tensor] = []
+    step_z = dilation[2] == 1
+    column_lookup: dict[tuple[int, int], list[tuple[torch.Tensor, torch.Tensor]]] = {}
+    for offset in half_offsets:
+        dx, dy, dz = offset
+        if step_z:
+            if (dx, dy) not in column_lookup:
+                lowest = -(kernel[2] // 2)
+                base = sorted_keys + layout.offset_key((dx, dy, lowest))
+                if dx == 0 and dy == 0 and kernel[2] == 3:
+                    pos = (rows - 1).clamp_(min=0)                      # key - 1 can only sit right before key
+                else:
+                    pos = torch.searchsorted(sorted_keys, base)
+                hits = []
+                for j in range(kernel[2]):
+                    p, hit = _lookup(sorted_keys, base + j, pos)
+                    hits.append((p, hit))
+                    pos = p + hit.to(p.dtype)
+                column_lookup[(dx, dy)] = hits
+            pos, hit = column_lookup[(dx, dy)][dz - (-(kernel[2] // 2))]
+        else:
+            pos, hit = _lookup(sorted_keys, sorted_keys + layout.offset_key(offset))
+        out_rows = torch.nonzero(hit).squeeze(1)
+        in_parts.append(pos.index_select(0, out_rows))
+        out_parts.append(out_rows)
+    return in_parts, out_parts
+
+
 def build_submanifold_map(coords: torch.Tensor, batch_size: int, spatial_shape: Sequence[int],
                           kernel_size=3, dilation=1) -> KernelMap:
     """Map of a submanifold convolution: output rows are the input rows."""
@@ -73,38 +122,21 @@ def build_submanifold_map(coords: torch.Tensor, batch_size: int, spatial_shape: 
     sorted_keys, perm = sort_keys(layout.pack(coords))
     check_no_duplicates(sorted_keys, layout)
     offsets = kernel_offsets(kernel, dil)
-    deltas = torch.tensor([layout.offset_key(o) for o in offsets[:centre]], dtype=torch.int64,
-                          device=coords.device)
-    if centre:
-        queries = sorted_keys.unsqueeze(0) + deltas.unsqueeze(1)              # [centre, n]
-        pos = torch.searchsorted(sorted_keys, queries).clamp_(max=n - 1)
-        hit = sorted_keys[pos] == queries
-        half_k, half_out = torch.nonzero(hit, as_tuple=True)                  # sorted by offset, then row
-        half_in = pos[half_k, half_out]
-        counts = torch.bincount(half_k, minlength=centre).tolist()
-    else:
-        half_in = half_out = torch.zeros(0, dtype=torch.int64, device=coords.device)
-        counts = []
-    starts = [0]
-    for c in counts:
-        starts.append(starts[-1] + c)
-    in_parts, out_parts, ptr = [], [], [0]
+    half_in, half_out = _half_pairs(sorted_keys, layout, offsets[:centre], kernel, dil)
+    in_parts: list[torch.Tensor] = []
+    out_parts: list[torch.Tensor] = []
+    ptr = [0]
     for k in range(volume):
         if k < centre:
-            s, e = starts[k], starts[k + 1]
-            in_parts.append(half_in[s:e])
-            out_parts.append(half_out[s:e])
-            ptr.append(ptr[-1] + e - s)
-        elif k == centre:
-            ptr.append(ptr[-1])
-        else:
+            in_parts.append(half_in[k])
+            out_parts.append(half_out[k])
+        elif k > centre:
             m = volume - 1 - k                                                # the mirrored offset
-            s, e = starts[m], starts[m + 1]
-            in_parts.append(half_out[s:e])
-            out_parts.append(half_in[s:e])
-            ptr.append(ptr[-1] + e - s)
-    in_idx = torch.cat(in_parts) if in_parts else half_in
-    out_idx = torch.cat(out_parts) if out_parts else half_out
+            in_parts.append(half_out[m])
+            out_parts.append(half_in[m])
+        ptr.append(ptr[-1] + (int(in_parts[-1].numel()) if k != centre else 0))
+    in_idx = torch.cat(in_parts) if in_parts else sorted_keys.new_zeros(0)
+    out_idx = torch.cat(out_parts) if out_parts else sorted_keys.new_zeros(0)
     if perm is not None:
         in_idx = perm[in_idx]
         out_idx = perm[out_idx]
@@ -144,18 +176,20 @@ def _pairs_from_candidates(coords: torch.Tensor, per_dim_valid: list[torch.Tenso
     n = int(coords.shape[0])
     volume = kernel[0] * kernel[1] * kernel[2]
     vx, vy, vz = per_dim_valid
-    valid = vx[:, None, None, :] & vy[None, :, None, :] & vz[None, None, :, :]   # [kx, ky, kz, n]
-    ix, iy, iz, rows = torch.nonzero(valid, as_tuple=True)                       # sorted by offset, then row
+    valid = (vx[:, None, None, :] & vy[None, :, None, :] & vz[None, None, :, :]).view(volume, n)
     layout = make_layout(batch_size, out_shape)
     ox, oy, oz = per_dim_out
-    out_coords = torch.stack([coords[rows, 0].to(torch.int64), ox[ix, rows], oy[iy, rows], oz[iz, rows]], dim=1)
-    out_keys = layout.pack(out_coords)
-    unique_keys, inverse = torch.unique(out_keys, sorted=True, return_inverse=True)
-    offset_index = (ix * kernel[1] + iy) * kernel[2] + iz
-    counts = torch.bincount(offset_index, minlength=volume).tolist()
+    _, yo, zo = out_shape
+    part_x = (coords[:, 0].unsqueeze(0) * out_shape[0] + ox) * (yo * zo)          # [kx, n]
+    part_y = oy * zo                                                              # [ky, n]
+    keys = (part_x[:, None, None, :] + part_y[None, :, None, :] + oz[None, None, :, :]).view(volume, n)
+    pair_keys = keys[valid]                                                       # offset-major, then row
+    rows = torch.nonzero(valid)[:, 1]
+    counts = valid.sum(dim=1).tolist()
+    unique_keys, inverse = torch.unique(pair_keys, sorted=True, return_inverse=True)
     ptr = [0]
     for c in counts:
-        ptr.append(ptr[-1] + c)
+        ptr.append(ptr[-1] + int(c))
     kmap = KernelMap(rows, inverse, ptr, volume, n, int(unique_keys.numel()), None)
     return layout.unpack(unique_keys), kmap
 
@@ -176,8 +210,14 @@ def build_strided_map(coords: torch.Tensor, batch_size: int, spatial_shape: Sequ
     for d in range(3):
         k_index = torch.arange(kernel[d], device=coords.device).unsqueeze(1)
         numer = c64[:, d + 1].unsqueeze(0) + pad[d] - k_index * dil[d]             # [k_d, n]
-        out = torch.div(numer, st[d], rounding_mode="floor")
-        valid.append((numer >= 0) & (numer - out * st[d] == 0) & (out < out_shape[d]))
+        if st[d] & (st[d] - 1) == 0:                                                # power of two: shifts
+            shift = st[d].bit_length() - 1
+            out = numer >> shift
+            divisible = (numer & (st[d] - 1)) == 0
+        else:
+            out = torch.div(numer, st[d], rounding_mode="floor")
+            divisible = numer - out * st[d] == 0
+        valid.append((numer >= 0) & divisible & (out < out_shape[d]))
         outs.append(out)
     out_coords, kmap = _pairs_from_candidates(c64, valid, outs, batch_size, out_shape, kernel)
     return out_coords, out_shape, kmap

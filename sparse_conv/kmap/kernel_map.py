@@ -1,7 +1,7 @@
 """The kernel map: for every kernel offset, which input rows feed which output rows."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
@@ -27,6 +27,7 @@ class KernelMap:
     n_in: int
     n_out: int
     identity_offset: Optional[int] = None
+    _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     def pair_slice(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         start, stop = self.offsets_ptr[k], self.offsets_ptr[k + 1]
@@ -50,6 +51,21 @@ class KernelMap:
     def to(self, device: torch.device) -> "KernelMap":
         return KernelMap(self.in_idx.to(device), self.out_idx.to(device), self.offsets_ptr,
                          self.kernel_volume, self.n_in, self.n_out, self.identity_offset)
+
+    def neighbor_table_cached(self) -> torch.Tensor:
+        cached = self._cache.get("table")
+        if cached is None:
+            cached = self._cache["table"] = self.neighbor_table()
+        return cached
+
+    def padded_neighbor_table(self) -> torch.Tensor:
+        """neighbor_table() with -1 replaced by n_in (index of an appended zero row); cached."""
+        cached = self._cache.get("padded_table")
+        if cached is None:
+            cached = self.neighbor_table_cached().clone()
+            cached[cached < 0] = self.n_in
+            self._cache["padded_table"] = cached
+        return cached
 
     def neighbor_table(self) -> torch.Tensor:
         """[n_out, K] int64: the input row feeding output row o through offset k, or -1 where none."""

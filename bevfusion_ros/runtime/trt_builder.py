@@ -336,6 +336,8 @@ def build_engine(onnx_path: str | Path, precision: str = "fp16", cache_dir: str 
     if precision == "int8":
         cache_file = Path(calibration_cache) if calibration_cache else \
             cache_dir / f"{name}.{digest[:16]}.calib"
+        if isinstance(calibration_inputs, (list, tuple)) and not calibration_inputs:
+            calibration_inputs = None
         if calibration_inputs is None and not cache_file.is_file():
             raise UserError("INT8 needs calibration inputs (dataset frames) or an existing calibration cache "
                             f"{cache_file}")

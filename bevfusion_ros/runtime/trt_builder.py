@@ -300,7 +300,7 @@ def build_engine(onnx_path: str | Path, precision: str = "fp16", cache_dir: str 
                  calibration_inputs: Iterable[Mapping[str, Any]] | None = None, calibration_batch_size: int = 1,
                  calibration_max_batches: int = 64, calibration_cache: str | Path | None = None,
                  workspace_bytes: int = DEFAULT_WORKSPACE_BYTES, rebuild: bool = False,
-                 log=print) -> Path:
+                 log=print, calibration_device: str = "cuda") -> Path:
     """The serialized engine for ``onnx_path`` at ``precision``: from the cache when its key matches,
     otherwise built with TensorRT (and cached). INT8 needs ``calibration_inputs`` unless the calibration
     cache file already exists."""
@@ -342,7 +342,7 @@ def build_engine(onnx_path: str | Path, precision: str = "fp16", cache_dir: str 
             raise UserError("INT8 needs calibration inputs (dataset frames) or an existing calibration cache "
                             f"{cache_file}")
         batches = CalibrationBatcher(calibration_inputs or [], calibration_batch_size, calibration_max_batches)
-        calibrator = make_entropy_calibrator(batches, cache_file, calibration_batch_size)
+        calibrator = make_entropy_calibrator(batches, cache_file, calibration_batch_size, calibration_device)
         config.set_flag(trt.BuilderFlag.INT8)
         config.int8_calibrator = calibrator
     start = time.perf_counter()

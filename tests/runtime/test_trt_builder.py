@@ -2,6 +2,8 @@
 cache files, error paths). TensorRT is not installable on the development machines."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -133,3 +135,133 @@ def test_missing_tensorrt_is_a_clear_error(tmp_path):
 def test_default_cache_dir_env(monkeypatch, tmp_path):
     monkeypatch.setenv("BEVFUSION_ENGINE_CACHE", str(tmp_path / "engines"))
     assert tb.default_cache_dir() == tmp_path / "engines"
+
+
+# ----------------------------------------------------------------------------- build flow with a stand-in
+
+
+class _FakeTRT:
+    """A stand-in for the `tensorrt` module with the TensorRT 10 names build_engine uses. It records what
+    the builder was asked for, and drives an INT8 calibrator the way TensorRT does (read the cache; if
+    none, pull batches until None, then write the cache)."""
+
+    __version__ = "10.99.0-fake"
+    builds: list = []
+
+    class Logger:
+        WARNING = 2
+
+        def __init__(self, severity):
+            self.severity = severity
+
+    class MemoryPoolType:
+        WORKSPACE = "workspace"
+
+    class BuilderFlag:
+        FP16 = "fp16"
+        INT8 = "int8"
+
+    class IInt8EntropyCalibrator2:
+        def __init__(self):
+            self._trt_base_init = True
+
+    class OnnxParser:
+        def __init__(self, network, logger):
+            self.network = network
+            self.num_errors = 0
+
+        def parse(self, data):
+            if not data.startswith(b"ONNX"):
+                self.num_errors = 1
+                return False
+            self.network["inputs"] = data.decode().split(":")[1].split(",")
+            return True
+
+        def get_error(self, i):
+            return "In node 0 (parseGraph): INVALID_GRAPH: not an ONNX model"
+
+    class _Config:
+        def __init__(self):
+            self.flags, self.pool, self.int8_calibrator = set(), {}, None
+
+        def set_memory_pool_limit(self, pool, size):
+            self.pool[pool] = size
+
+        def set_flag(self, flag):
+            self.flags.add(flag)
+
+    class Builder:
+        def __init__(self, logger):
+            self.logger = logger
+
+        def create_network(self, flags):
+            assert flags == 0          # TensorRT 10: explicit batch is the default
+            return {}
+
+        def create_builder_config(self):
+            return _FakeTRT._Config()
+
+        def build_serialized_network(self, network, config):
+            cal = config.int8_calibrator
+            served = 0
+            if "int8" in config.flags:
+                assert cal is not None and cal._trt_base_init
+                if cal.read_calibration_cache() is None:
+                    while cal.get_batch(network["inputs"]) is not None:
+                        served += 1
+                    cal.write_calibration_cache(b"TRT-fake-EntropyCalibration2\n")
+            _FakeTRT.builds.append({"flags": sorted(config.flags), "served": served})
+            return b"PLAN:" + ",".join(sorted(config.flags)).encode()
+
+
+@pytest.fixture
+def fake_trt(monkeypatch):
+    import sys
+    _FakeTRT.builds = []
+    monkeypatch.setitem(sys.modules, "tensorrt", _FakeTRT)
+    monkeypatch.setattr(tb, "require_cuda", lambda: torch)
+    monkeypatch.setattr(tb, "current_device_name", lambda device=None: "Fake GPU sm90")
+    return _FakeTRT
+
+
+def test_build_engine_flow_and_cache(fake_trt, tmp_path):
+    onnx = tmp_path / "camera_encoder.onnx"
+    onnx.write_bytes(b"ONNX:images,lidar_depth")
+    cache = tmp_path / "engines"
+    logs = []
+    p16 = tb.build_engine(onnx, "fp16", cache, log=logs.append)
+    assert p16.read_bytes() == b"PLAN:fp16" and fake_trt.builds[-1]["flags"] == ["fp16"]
+    meta = json.loads(p16.with_suffix(".json").read_text())
+    assert meta["tensorrt"] == "10.99.0-fake" and meta["device"] == "Fake GPU sm90" and meta["precision"] == "fp16"
+    assert tb.build_engine(onnx, "fp16", cache) == p16 and len(fake_trt.builds) == 1          # cache hit
+    p32 = tb.build_engine(onnx, "fp32", cache)
+    assert p32 != p16 and fake_trt.builds[-1]["flags"] == [] and len(fake_trt.builds) == 2
+    onnx.write_bytes(b"ONNX:images,lidar_depth ")                                             # new ONNX bytes
+    p16b = tb.build_engine(onnx, "fp16", cache, log=logs.append)
+    assert p16b != p16 and len(fake_trt.builds) == 3 and any("rebuilding" in m for m in logs)
+    fake_trt.__version__ = "10.99.1-fake"                                                     # TensorRT upgrade
+    try:
+        assert tb.build_engine(onnx, "fp16", cache) != p16b and len(fake_trt.builds) == 4
+    finally:
+        fake_trt.__version__ = "10.99.0-fake"
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(UserError, match="could not parse"):
+        tb.build_engine(bad, "fp16", cache)
+
+
+def test_build_engine_int8_calibrates_once(fake_trt, tmp_path):
+    onnx = tmp_path / "camera_encoder.onnx"
+    onnx.write_bytes(b"ONNX:images,lidar_depth")
+    calib_file = tmp_path / "calib" / "cam.calib"
+    with pytest.raises(UserError, match="INT8 needs calibration inputs"):
+        tb.build_engine(onnx, "int8", tmp_path / "e", calibration_inputs=[], calibration_cache=calib_file)
+    path = tb.build_engine(onnx, "int8", tmp_path / "e", calibration_inputs=list(_frames(6)),
+                           calibration_batch_size=2, calibration_cache=calib_file, calibration_device="cpu")
+    assert fake_trt.builds[-1] == {"flags": ["fp16", "int8"], "served": 3}
+    assert calib_file.read_bytes().startswith(b"TRT-fake") and path.read_bytes() == b"PLAN:fp16,int8"
+    assert json.loads(path.with_suffix(".json").read_text())["calibration_batches"] == 3
+    # a forced rebuild reuses the calibration cache: no batches pulled, no inputs needed
+    tb.build_engine(onnx, "int8", tmp_path / "e", rebuild=True, calibration_cache=calib_file,
+                    calibration_device="cpu")
+    assert fake_trt.builds[-1] == {"flags": ["fp16", "int8"], "served": 0}

@@ -34,9 +34,9 @@ class BasicBlock(nn.Module):
 
 class ResNetBackbone(nn.Module):
     def __init__(self, stem_channels: int, stage_channels: list[int], stage_blocks: list[int],
-                 out_indices: list[int]):
+                 out_indices: list[int], stem_kernel: int = 7):
         super().__init__()
-        self.stem = nn.Sequential(conv_bn_relu(3, stem_channels, 7, 2), nn.MaxPool2d(3, 2, 1))
+        self.stem = nn.Sequential(conv_bn_relu(3, stem_channels, stem_kernel, 2), nn.MaxPool2d(3, 2, 1))
         self.stages = nn.ModuleList()
         cin = stem_channels
         for i, (cout, blocks) in enumerate(zip(stage_channels, stage_blocks)):
@@ -87,7 +87,8 @@ class ImageEncoder(nn.Module):
     def __init__(self, config: CameraConfig):
         super().__init__()
         bb = config.backbone
-        self.backbone = ResNetBackbone(bb.stem_channels, bb.stage_channels, bb.stage_blocks, bb.out_indices)
+        self.backbone = ResNetBackbone(bb.stem_channels, bb.stage_channels, bb.stage_blocks, bb.out_indices,
+                                       bb.stem_kernel)
         channels = [bb.stage_channels[i] for i in bb.out_indices]
         strides = [2 ** (i + 2) for i in bb.out_indices]
         self.neck = FPNNeck(channels, strides, config.neck_channels, config.feature_stride)

@@ -39,6 +39,7 @@ class LidarConfig:
 class BackboneConfig:
     """A ResNet-style image backbone (BasicBlocks). ``stage_channels[i]`` at stride 2**(i+2)."""
     stem_channels: int = 64
+    stem_kernel: int = 7                     # ResNet's 7x7 stem; 3 for small inputs
     stage_channels: list[int] = field(default_factory=lambda: [64, 128, 256, 512])
     stage_blocks: list[int] = field(default_factory=lambda: [2, 2, 2, 2])
     out_indices: list[int] = field(default_factory=lambda: [1, 2, 3])
@@ -86,7 +87,7 @@ class DecoderConfig:
 class DetectionHeadConfig:
     enabled: bool = True
     shared_channels: int = 64
-    head_channels: int = 64
+    head_channels: int = 64                  # per-output 3x3 conv width; 0 = outputs are 1x1 on the shared conv
     gaussian_overlap: float = 0.1
     min_radius: int = 2
     max_objects: int = 500
@@ -109,6 +110,7 @@ class MapHeadConfig:
     xbound: list[float] = field(default_factory=lambda: [-50.0, 50.0, 0.5])
     ybound: list[float] = field(default_factory=lambda: [-50.0, 50.0, 0.5])
     hidden_channels: int = 128
+    convs: int = 2                           # 3x3 conv-BN-ReLU layers before the 1x1 classifier
     resample_first: bool = True              # BEVFusion: grid_sample the BEV, then classify at map size
     loss_weight: float = 1.0
     focal_alpha: float = 0.25
@@ -128,6 +130,8 @@ class TrainConfig:
     scale_range: list[float] = field(default_factory=lambda: [0.95, 1.05])
     flip: bool = True
     image_aug: bool = True
+    camera_dropout: float = 0.1              # P(all cameras masked) per sample: trains the LiDAR-only fallback
+    lidar_dropout: float = 0.05              # P(no points) per sample: keeps camera-only runs meaningful
 
 
 @dataclass

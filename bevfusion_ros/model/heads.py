@@ -30,10 +30,15 @@ class CenterHead(nn.Module):
         for name, channels in DETECTION_OUTPUTS:
             if channels is None:
                 channels = len(config.detection_classes) if name == "heatmap" else len(config.attributes)
-            final = nn.Conv2d(det.head_channels, channels, 1)
+            if det.head_channels > 0:
+                final = nn.Conv2d(det.head_channels, channels, 1)
+                branch = nn.Sequential(conv_bn_relu(det.shared_channels, det.head_channels, 3), final)
+            else:
+                final = nn.Conv2d(det.shared_channels, channels, 1)
+                branch = nn.Sequential(final)
             if name == "heatmap":
                 nn.init.constant_(final.bias, -2.19)
-            self.branches[name] = nn.Sequential(conv_bn_relu(det.shared_channels, det.head_channels, 3), final)
+            self.branches[name] = branch
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         x = self.shared(x)
@@ -62,9 +67,13 @@ class MapSegHead(nn.Module):
         self.register_buffer("grid", resample_grid((pcr[0], pcr[3]), (pcr[1], pcr[4]), mc.xbound, mc.ybound),
                              persistent=False)
         self.resample_first = mc.resample_first
-        self.classifier = nn.Sequential(conv_bn_relu(in_channels, mc.hidden_channels, 3),
-                                        conv_bn_relu(mc.hidden_channels, mc.hidden_channels, 3),
-                                        nn.Conv2d(mc.hidden_channels, len(mc.classes), 1))
+        layers: list[nn.Module] = []
+        cin = in_channels
+        for _ in range(mc.convs):
+            layers.append(conv_bn_relu(cin, mc.hidden_channels, 3))
+            cin = mc.hidden_channels
+        layers.append(nn.Conv2d(cin, len(mc.classes), 1))
+        self.classifier = nn.Sequential(*layers)
 
     def _resample(self, x: torch.Tensor) -> torch.Tensor:
         grid = self.grid.to(x.dtype).expand(x.shape[0], -1, -1, -1)

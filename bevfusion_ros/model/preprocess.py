@@ -76,10 +76,10 @@ def lidar_depth_maps(points: torch.Tensor, intrinsics: torch.Tensor, T_lidar_cam
     out = torch.zeros(n * h * w, dtype=torch.float32)
     if points.shape[0] == 0:
         return out.view(n, 1, h, w)
-    xyz = points[:, :3].double()
-    T_cam_lidar = torch.linalg.inv(T_lidar_cam.double())
+    xyz = points[:, :3].float()
+    T_cam_lidar = torch.linalg.inv(T_lidar_cam.double()).float()
     cam = torch.einsum("nij,pj->npi", T_cam_lidar[:, :3, :3], xyz) + T_cam_lidar[:, None, :3, 3]
-    proj = image_aug.double() @ intrinsics.double()
+    proj = (image_aug.double() @ intrinsics.double()).float()
     uvw = torch.einsum("nij,npj->npi", proj, cam)
     depth = cam[..., 2]
     valid = depth > 0.1

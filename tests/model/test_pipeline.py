@@ -102,7 +102,7 @@ def test_foreign_pickle_is_refused_by_weights_only(tmp_path):
 
 def test_config_checkpoint_mismatch_is_a_user_error(tmp_path, tiny_checkpoint):
     other = tmp_path / "wide.yaml"
-    other.write_text(TINY.read_text().replace("fuser_channels: 64", "fuser_channels: 96"))
+    other.write_text(TINY.read_text().replace("fuser_channels: 32", "fuser_channels: 48"))
     with pytest.raises(UserError, match="different model config.*fuser_channels"):
         PerceptionPipeline(other, tiny_checkpoint)
 

@@ -40,9 +40,10 @@ def split_calibration_inputs(samples: Iterable[Mapping[str, Any]], part_inputs: 
 class _Engine:
     """A deserialized engine + execution context with named torch-tensor I/O."""
 
-    def __init__(self, path: Path, trt):
+    def __init__(self, path: Path, trt, device: str = "cuda"):
         self.trt = trt
         self.path = path
+        self.device = torch.device(device)
         self.engine, self._runtime = trt_builder.load_engine(path)
         self.context = self.engine.create_execution_context()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
@@ -53,31 +54,31 @@ class _Engine:
 
     def __call__(self, feeds: Mapping[str, torch.Tensor | None]) -> dict[str, torch.Tensor]:
         present = [t for t in feeds.values() if t is not None]
-        device = present[0].device if present else torch.device("cuda")
+        out_device = present[0].device if present else self.device
         keep = []
         for name in self.inputs:
             tensor = feeds.get(name)
             shape = self.shapes[name]
             if tensor is None:
-                tensor = torch.zeros(shape, dtype=self.dtypes[name], device=device)
+                tensor = torch.zeros(shape, dtype=self.dtypes[name], device=self.device)
             if tuple(tensor.shape) != shape:
                 raise ValueError(f"{self.path.name}: input {name!r} has shape {tuple(tensor.shape)}, the engine "
                                  f"expects {list(shape)}")
-            tensor = tensor.to(device="cuda", dtype=self.dtypes[name]).contiguous()
+            tensor = tensor.to(device=self.device, dtype=self.dtypes[name]).contiguous()
             keep.append(tensor)
             self.context.set_tensor_address(name, tensor.data_ptr())
         outputs = {}
         for name in self.outputs:
-            out = torch.empty(self.shapes[name], dtype=self.dtypes[name], device="cuda")
+            out = torch.empty(self.shapes[name], dtype=self.dtypes[name], device=self.device)
             outputs[name] = out
             self.context.set_tensor_address(name, out.data_ptr())
-        stream = torch.cuda.current_stream()
-        if not self.context.execute_async_v3(stream.cuda_stream):
+        stream = torch.cuda.current_stream().cuda_stream if self.device.type == "cuda" else 0
+        if not self.context.execute_async_v3(stream):
             raise RuntimeError(f"TensorRT execute_async_v3 failed for {self.path.name}")
         # ``keep`` holds the (possibly converted) inputs alive until the work is queued; torch's caching
         # allocator only reuses them for work on this same stream, which runs after the engine.
         del keep
-        return {k: v.float() for k, v in outputs.items()}
+        return {k: v.float().to(out_device) for k, v in outputs.items()}
 
 
 def _torch_dtype(trt, dtype) -> torch.dtype:
@@ -97,9 +98,10 @@ class TensorRTBackend(Backend):
                  cache_dir: str | Path | None = None, calibration_inputs: Iterable[Mapping[str, Any]] | None = None,
                  calibration_batches: int = 64, calibration_cache_dir: str | Path | None = None,
                  workspace_bytes: int = trt_builder.DEFAULT_WORKSPACE_BYTES, rebuild: bool = False,
-                 onnx_cache_dir: str | Path | None = None, log=print, **_options):
+                 onnx_cache_dir: str | Path | None = None, log=print, device: str = "cuda", **_options):
         trt = trt_builder.require_tensorrt()       # clear error first: no export work without TensorRT
-        trt_builder.require_cuda()
+        if device != "cpu":                        # "cpu" only for tests with a TensorRT stand-in
+            trt_builder.require_cuda()
         from bevfusion_ros.runtime.export import ensure_export
         self.precision = trt_builder.normalize_precision(precision)
         self.output_names = tuple(model.output_names)
@@ -116,9 +118,9 @@ class TensorRTBackend(Backend):
             path = trt_builder.build_engine(self.onnx_dir / entry["file"], self.precision, cache_dir,
                                             calibration_inputs=calib, calibration_max_batches=calibration_batches,
                                             calibration_cache=calib_cache, workspace_bytes=workspace_bytes,
-                                            rebuild=rebuild, log=log)
+                                            rebuild=rebuild, log=log, calibration_device=device)
             self.engine_paths[part] = path
-            self.engines[part] = _Engine(path, trt)
+            self.engines[part] = _Engine(path, trt, device)
 
     def run_camera_encoder(self, images, lidar_depth):
         engine = self.engines.get("camera_encoder")

@@ -61,3 +61,34 @@ def test_record_backend_inputs_restores_pipeline_backend(toy_model):
     samples = record_backend_inputs(pipe, [1.0, 2.0, 3.0], limit=2)
     assert len(samples) == 2 and pipe.backend is original
     assert torch.allclose(samples[1]["images"], x["images"] * 2.0)
+
+
+def test_tensorrt_backend_glue_with_a_stand_in(fake_trt, toy_model, tmp_path):
+    """The whole TensorRTBackend path (export -> build -> deserialize -> bind raw tensor addresses ->
+    execute) against the TensorRT stand-in, whose "engines" run the ONNX with onnxruntime: outputs match
+    torch, a missing lidar_depth is fed as zeros, a second construction hits the engine cache, INT8
+    calibrates each part from recorded inputs, and a wrong shape is a clear error."""
+    kwargs = dict(device="cpu", cache_dir=tmp_path / "engines", onnx_cache_dir=tmp_path / "onnx")
+    backend = make_backend("tensorrt", toy_model, precision="fp16", **kwargs)
+    assert backend.name == "tensorrt" and set(backend.engine_paths) == {"camera_encoder", "bev_head"}
+    ref = make_backend("torch", toy_model)
+    x = toy_inputs(toy_model)
+    for depth in (x["lidar_depth"], None):
+        for g, w in zip(backend.run_camera_encoder(x["images"], depth), ref.run_camera_encoder(x["images"], depth)):
+            assert g.shape == w.shape and (g - w).abs().max().item() <= 1e-3
+    got, want = backend.run_bev_head(x["lidar_bev"], x["camera_bev"]), ref.run_bev_head(x["lidar_bev"], x["camera_bev"])
+    assert list(got) == list(toy_model.output_names)
+    assert max((got[k] - want[k]).abs().max().item() for k in want) <= 1e-3
+    builds = len(fake_trt.builds)
+    make_backend("tensorrt", toy_model, precision="fp16", **kwargs)
+    assert len(fake_trt.builds) == builds                        # engines from the cache
+    with pytest.raises(ValueError, match="engine expects"):
+        backend.run_bev_head(x["lidar_bev"][..., :4], x["camera_bev"])
+    rec = RecordingBackend(ref)
+    for _ in range(3):
+        rec.run_camera_encoder(x["images"], x["lidar_depth"])
+        rec.run_bev_head(x["lidar_bev"], x["camera_bev"])
+    make_backend("tensorrt", toy_model, precision="int8", calibration_inputs=rec.samples,
+                 calibration_cache_dir=tmp_path / "calib", **kwargs)
+    assert [b["served"] for b in fake_trt.builds[-2:]] == [3, 3]
+    assert len(list((tmp_path / "calib").glob("*.calib"))) == 2

@@ -15,6 +15,7 @@ camera/rig and ``reason`` says why; ``success`` is True only when something bett
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Sequence
@@ -54,6 +55,12 @@ class CalibrationConfig:
         RefineStage(level=2, iterations=120, lr_rot_deg=0.1, lr_trans_m=0.01),
     )
     max_points_per_group: int = 768
+    # Point budget: with more (frame, camera, class) groups than this, every search round and refinement
+    # stage uses proportionally fewer points per group (never below min_budget_points), so the cost of a
+    # calibration stays bounded as frames and cameras are added (rig mode over 6 cameras x 5 frames has
+    # ~200 groups).
+    budget_groups: int = 48
+    min_budget_points: int = 24
     min_points_per_group: int = 8
     ignore_classes: tuple[int, ...] = ()
     occlusion_filter: bool = True
@@ -205,6 +212,15 @@ class Calibrator:
             return UnitResult(name, cameras, base, math.nan, math.nan, 0.0, False, str(err))
         fine = len(problem.fields) - 1
 
+        scale = min(1.0, cfg.budget_groups / max(1, problem.num_groups))
+
+        def budget(points: int | None) -> int | None:
+            points = points if points is not None else cfg.max_points_per_group
+            return max(cfg.min_budget_points, int(points * scale)) if scale < 1.0 else points
+
+        search_rounds = tuple(dataclasses.replace(r, max_points=budget(r.max_points)) for r in cfg.search)
+        refine_stages = tuple(dataclasses.replace(r, max_points=budget(r.max_points)) for r in cfg.refine)
+
         def loss_fn(transforms: torch.Tensor, level: int, max_points: int | None) -> torch.Tensor:
             return alignment_loss(problem, transforms.to(self.device), level, max_points).cpu()
 
@@ -214,8 +230,8 @@ class Calibrator:
             prior_visible = float(visible_fraction(problem, base_t[None].float().to(self.device))[0])
         chunk = max(8, int(4_000_000 // max(1, problem.num_groups * 128)))
         survivors, _, evaluated = coarse_search(loss_fn, base_t, math.radians(cfg.rot_range_deg), cfg.trans_range_m,
-                                                cfg.search, seed=cfg.seed, chunk=chunk)
-        refined = refine(loss_fn, survivors, cfg.refine)
+                                                search_rounds, seed=cfg.seed, chunk=chunk)
+        refined = refine(loss_fn, survivors, refine_stages)
         with torch.no_grad():
             final_losses = loss_fn(refined.float(), fine, None).double()
         order = torch.argsort(final_losses)

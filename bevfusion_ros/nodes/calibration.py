@@ -41,7 +41,7 @@ from std_srvs.srv import Trigger
 
 from bevfusion_ros import geometry as geo
 from bevfusion_ros.calibration import calib_io
-from bevfusion_ros.calibration.semalign import CalibrationConfig, Calibrator
+from bevfusion_ros.calibration.semalign import Calibrator
 from bevfusion_ros.calibration.session import CalibrationSession, SessionOutcome
 from bevfusion_ros.classes import CAMERA_NAMES
 from bevfusion_ros.errors import UserError
@@ -71,6 +71,7 @@ PARAMETERS: dict[str, tuple[object, str]] = {
     "max_camera_lidar_delay": (0.1, "s: newest image per camera must be this close to the sweep"),
     "collect_period": (1.0, "s: minimum time between two collected frames"),
     "threads": (2, "torch CPU threads for SemAlign"),
+    "config_file": ("", "YAML with CalibrationConfig overrides (search rounds, refinement stages, levels ...)"),
     "base_frame": ("base_link", "parent frame of the sensors on /tf_static"),
 }
 
@@ -81,7 +82,8 @@ class CalibrationNode(Node):
         p = self.params = self._declare_parameters()
         import torch
         torch.set_num_threads(int(p["threads"]))
-        config = CalibrationConfig(mode=p["mode"], min_improvement=float(p["min_improvement"]))
+        from bevfusion_ros.calibration.evaluate import load_config
+        config = load_config(p["config_file"] or None, mode=p["mode"], min_improvement=float(p["min_improvement"]))
         self.calib_path = Path(p["calibration_file"]) if p["calibration_file"] else share_dir() / "calib" / f"{p['rig']}.yaml"
         self.session = CalibrationSession(self.calib_path, Calibrator(config), int(p["frames"]),
                                           auto_apply=bool(p["auto_apply"]), cameras=list(p["camera_names"]))
@@ -124,6 +126,8 @@ class CalibrationNode(Node):
         class_map = list(values["class_map"])
         if class_map != [0] and len(class_map) % 2:
             problems.append("class_map must hold pairs [model_class, calibration_class, ...]")
+        if values["config_file"] and not Path(values["config_file"]).is_file():
+            problems.append(f"config_file {values['config_file']} does not exist")
         if values["image_model"] and not Path(values["image_model"]).is_file():
             problems.append(f"image_model {values['image_model']} does not exist")
         if problems:
@@ -205,7 +209,12 @@ class CalibrationNode(Node):
         self.run_calibration()
 
     def _on_trigger(self, request, response):
-        outcome = self.run_calibration()
+        try:
+            outcome = self.run_calibration()
+        except Exception as err:  # noqa: BLE001 - a failed run must answer the caller, not hang it
+            self.get_logger().error(f"SemAlign failed: {type(err).__name__}: {err}")
+            response.success, response.message = False, f"calibration failed: {type(err).__name__}: {err}"
+            return response
         response.success = outcome.applied
         response.message = outcome.reason
         return response
@@ -216,10 +225,13 @@ class CalibrationNode(Node):
         with self._lock:
             self.last_outcome = outcome
             self.runs += 1
-        log = self.get_logger().info if outcome.applied else self.get_logger().warning
-        log(f"SemAlign {'applied' if outcome.applied else 'not applied'}: {outcome.reason} "
-            f"(loss {outcome.loss:.4f}, prior {outcome.prior_loss:.4f}, confidence {outcome.confidence:.2f}, "
-            f"{outcome.duration:.1f} s)")
+        line = (f"SemAlign {'applied' if outcome.applied else 'not applied'}: {outcome.reason} "
+                f"(loss {outcome.loss:.4f}, prior {outcome.prior_loss:.4f}, confidence {outcome.confidence:.2f}, "
+                f"{outcome.duration:.1f} s)")
+        if outcome.applied:
+            self.get_logger().info(line)
+        else:
+            self.get_logger().warning(line)
         self._publish(outcome)
         return outcome
 
@@ -253,7 +265,7 @@ class CalibrationNode(Node):
                   "loss": f"{outcome.loss:.6f}", "prior_loss": f"{outcome.prior_loss:.6f}",
                   "confidence": f"{outcome.confidence:.3f}", "duration_s": f"{outcome.duration:.2f}",
                   "frames": self.session.frame_count, "runs": self.runs, "calibration_file": str(self.calib_path)}
-        status = DiagnosticStatus(level=bytes([level]), name=f"{self.get_name()}: SemAlign calibration",
+        status = DiagnosticStatus(level=level, name=f"{self.get_name()}: SemAlign calibration",
                                   message=outcome.reason[:500], hardware_id="bevfusion_ros",
                                   values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
         self.diag_pub.publish(DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()), status=[status]))

@@ -4,7 +4,8 @@ Workload (BEVFusion nuScenes detection): 6 cameras, D = 118 depth bins (1-60 m, 
 C = 80, BEV 360x360 (+-54 m, 0.3 m), one z bin; geometry from ../shared/data/nuscenes-sample/sample.json
 (1600x900 resized by 0.48 and cropped to 704x256 keeping the bottom). CPU, 2 threads, fp32.
 
-Measured in the same run (medians over RUNS timed runs after WARMUP untimed ones):
+Measured in the same run, round-robin (each of RUNS rounds times every method once — ours three times,
+after one untimed call in that round), after an untimed warm-up call of every method; medians:
 - ``ref_argsort_cumsum_s`` (a): the reference dataflow per frame — materialize depth x feature
   ``[B*N*D*H*W, C]``, quantize the geometry, drop out-of-grid points, rank, argsort, cumsum trick
   (LSS/BEVFusion ``QuickCumsum``), scatter into the BEV tensor.
@@ -75,6 +76,24 @@ def _timings(fn, runs=RUNS, warmup=WARMUP) -> tuple[float, float]:
 
 def _median_time(fn, runs=RUNS, warmup=WARMUP) -> float:
     return _timings(fn, runs, warmup)[0]
+
+
+def _interleaved(methods: dict, rounds: int) -> dict[str, list[float]]:
+    """Wall times per method, measured round-robin so that all methods see the same machine load: each round
+    runs every method ``repeats`` times, after ``warmup`` untimed calls in that round (ours: steady state of
+    a frame loop, not the first frame after a baseline's gigabyte of memory traffic; the baselines were
+    warmed up once before, when their errors were computed)."""
+    times: dict[str, list[float]] = {name: [] for name in methods}
+    for _ in range(rounds):
+        for name, (fn, repeats, warmup) in methods.items():
+            for _ in range(warmup):
+                fn()
+            for _ in range(repeats):
+                gc.collect()
+                start = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - start)
+    return times
 
 
 def _materialize(depth_probs, feats):
@@ -259,24 +278,27 @@ def _run() -> dict:
     max_abs_err = float((out.double() - exact).abs().max())
     scale = float(exact.abs().max())
 
-    ours_cached_s, ours_min_s = _timings(lambda: pool_fused(plan, depth_probs, feats, out=out), runs=15, warmup=3)
-    ours_fresh_s = _median_time(lambda: pool_fused(plan, depth_probs, feats), runs=15, warmup=3)
-
     kept = torch.zeros(points, dtype=torch.bool)
     kept[plan.point_index] = True
     cells_of_points = torch.empty(points, dtype=torch.int64)
     cells_of_points[plan.point_index] = plan.cell_of_points()
     rows_cells = cells_of_points[kept]
-    index_add_out = index_add_baseline(rows_cells, kept, depth_probs, feats, batch, grid)
-    index_add_err = float((index_add_out.double() - exact).abs().max())
-    index_add_s, index_add_min_s = _timings(
-        lambda: index_add_baseline(rows_cells, kept, depth_probs, feats, batch, grid), warmup=1)
-    del index_add_out
+    index_add_err = float((index_add_baseline(rows_cells, kept, depth_probs, feats, batch, grid).double()
+                           - exact).abs().max())
+    ref_err = float((reference_argsort_cumsum(xyz, grid, depth_probs, feats).double() - exact).abs().max())
+    gc.collect()
 
-    ref_out = reference_argsort_cumsum(xyz, grid, depth_probs, feats)
-    ref_err = float((ref_out.double() - exact).abs().max())
-    del ref_out
-    ref_s, ref_min_s = _timings(lambda: reference_argsort_cumsum(xyz, grid, depth_probs, feats), warmup=1)
+    # Interleaved rounds, so that every method sees the same (shared-machine) load.
+    times = _interleaved({
+        "ref": (lambda: reference_argsort_cumsum(xyz, grid, depth_probs, feats), 1, 0),
+        "index_add": (lambda: index_add_baseline(rows_cells, kept, depth_probs, feats, batch, grid), 1, 0),
+        "ours": (lambda: pool_fused(plan, depth_probs, feats, out=out), 3, 1),
+        "ours_fresh": (lambda: pool_fused(plan, depth_probs, feats), 3, 1),
+    }, rounds=RUNS)
+    ref_s, ref_min_s = statistics.median(times["ref"]), min(times["ref"])
+    index_add_s, index_add_min_s = statistics.median(times["index_add"]), min(times["index_add"])
+    ours_cached_s, ours_min_s = statistics.median(times["ours"]), min(times["ours"])
+    ours_fresh_s = statistics.median(times["ours_fresh"])
 
     materialized = _materialize(depth_probs, feats)
     classic_s = _median_time(lambda: pool_points(plan, materialized, out=out), runs=5, warmup=1)

@@ -36,6 +36,7 @@ class Ego:
     lateral: float        # lane centre offset
     start: float          # along-road coordinate at t = 0
     speed: float
+    side: int = 1         # +1 keep right, -1 keep left
 
     @property
     def yaw(self) -> float:
@@ -89,8 +90,8 @@ class _Placer:
     def __init__(self, city: City, centre: np.ndarray, radius: float):
         boxes = city.statics.boxes
         near = np.hypot(boxes[:, 0] - centre[0], boxes[:, 1] - centre[1]) < radius
-        low = boxes[:, 2] - boxes[:, 5] / 2 < 2.2          # only what stands on the ground matters
-        self.static_array = boxes[near & low]
+        self.static_array = boxes[near]
+        self.static_bottom = self.static_array[:, 2] - self.static_array[:, 5] / 2
         self.static_rects = [_rect_corners(b) for b in self.static_array]
         self.agents: list[Agent] = []
         self.boxes: list[np.ndarray] = []
@@ -105,6 +106,8 @@ class _Placer:
             if not len(rects):
                 continue
             near = np.hypot(boxes[:, 0] - box[0], boxes[:, 1] - box[1]) < reach + np.hypot(boxes[:, 3], boxes[:, 4]) / 2
+            if boxes is self.static_array:
+                near &= self.static_bottom < box[5]          # tree crowns above the object do not count
             for i in np.nonzero(near)[0]:
                 if _rects_overlap(rect, rects[i]):
                     return False
@@ -130,8 +133,10 @@ def build_scenario(city: City, rng: np.random.Generator, duration: float) -> Sce
     placer = _Placer(city, centre, duration * ego.speed / 2 + 140.0)
     a_lo = min(ego.along(0.0), ego.along(duration)) - 90.0
     a_hi = max(ego.along(0.0), ego.along(duration)) + 90.0
-    _guaranteed_set(city, ego, rng, placer)
-    _ego_road_traffic(city, ego, rng, placer, a_lo, a_hi, duration)
+    speeds = _lane_speeds(ego, rng)
+    reserved: dict[tuple[int, int], list[tuple[float, float]]] = {}
+    _guaranteed_set(city, ego, rng, placer, speeds, reserved)
+    _ego_road_traffic(city, ego, rng, placer, a_lo, a_hi, duration, speeds, reserved)
     _curb_strips(city, ego.road, rng, placer, a_lo, a_hi, near_cross=True)
     crosses = [c for c in city.roads if c.axis != ego.road.axis and a_lo - 10 < c.pos < a_hi + 10]
     for cross in crosses:
@@ -156,7 +161,7 @@ def _choose_ego(city: City, rng, duration: float) -> Ego:
         start += span
     lane = int(rng.integers(road.lanes))
     return Ego(road=road, direction=direction, lateral=road.lane_offset(direction, lane, city.side), start=start,
-               speed=speed)
+               speed=speed, side=city.side)
 
 
 def _in_intersection(city: City, road: Road, a: float, extra: float) -> bool:
@@ -184,7 +189,7 @@ def _length_of(agents: list[Agent]) -> float:
 
 
 def _platoon(city: City, road: Road, direction: int, lateral: float, speed: float, rng, placer: _Placer,
-             a_lo: float, a_hi: float, gap=(8.0, 35.0), keep_clear: tuple[float, float] | None = None,
+             a_lo: float, a_hi: float, gap=(8.0, 35.0), keep_clear: list[tuple[float, float]] = (),
              state: str = "moving", mix=VEHICLE_MIX) -> None:
     """Vehicles in one lane, all at `speed`, spaced by `gap` (bumper to bumper), between a_lo and a_hi."""
     heading = float(np.arctan2(*(road.direction * direction)[::-1]))
@@ -193,7 +198,7 @@ def _platoon(city: City, road: Road, direction: int, lateral: float, speed: floa
         group = _vehicle(rng, _choice(rng, mix), (0, 0), heading, speed, state)
         length = _length_of(group)
         centre = a + length / 2
-        if keep_clear is None or not (keep_clear[0] - length / 2 < centre < keep_clear[1] + length / 2):
+        if not any(lo - length / 2 < centre < hi + length / 2 for lo, hi in keep_clear):
             # Stack the group back to front along the direction of travel.
             cursor = centre - direction * length / 2
             for agent in group:
@@ -204,23 +209,37 @@ def _platoon(city: City, road: Road, direction: int, lateral: float, speed: floa
         a += length + float(rng.uniform(*gap))
 
 
-def _ego_road_traffic(city: City, ego: Ego, rng, placer: _Placer, a_lo, a_hi, duration) -> None:
+def _lane_speeds(ego: Ego, rng) -> dict[tuple[int, int], float]:
+    """One speed per lane of the ego road: (direction, lane) -> m/s; the ego's lane moves with the ego."""
     road = ego.road
+    speeds = {}
     for direction in (-1, 1):
         for lane in range(road.lanes):
-            lateral = road.lane_offset(direction, lane, city.side)
-            if direction == ego.direction and abs(lateral - ego.lateral) < 0.1:
-                speed = ego.speed
-                clear = (ego.start - 9.0, ego.start + 9.0)
-                _platoon(city, road, direction, lateral, speed, rng, placer, a_lo, a_hi, gap=(10.0, 40.0),
-                         keep_clear=clear, mix=(("vehicle.car", 0.85), ("vehicle.truck", 0.1),
-                                                ("vehicle.motorcycle", 0.05)))
+            if direction == ego.direction and abs(road.lane_offset(direction, lane, ego.side) - ego.lateral) < 0.1:
+                speeds[(direction, lane)] = ego.speed
+            elif direction == ego.direction:
+                speeds[(direction, lane)] = float(np.clip(ego.speed + rng.uniform(-2.0, 3.0), 2.0, 14.0))
             else:
-                speed = float(np.clip(ego.speed + rng.uniform(-2.0, 3.0), 2.0, 14.0)) \
-                    if direction == ego.direction else float(rng.uniform(5.0, 13.0))
-                extra = speed * duration
-                lo, hi = (a_lo - extra, a_hi) if direction > 0 else (a_lo, a_hi + extra)
-                _platoon(city, road, direction, lateral, speed, rng, placer, lo, hi, gap=(15.0, 60.0))
+                speeds[(direction, lane)] = float(rng.uniform(5.0, 13.0))
+    return speeds
+
+
+def _ego_road_traffic(city: City, ego: Ego, rng, placer: _Placer, a_lo, a_hi, duration,
+                      speeds: dict, reserved: dict) -> None:
+    """Platoons in every lane of the ego road, clear of the ego and of the `reserved` (along-road intervals
+    at t = 0 per lane) guaranteed movers."""
+    road = ego.road
+    for (direction, lane), speed in speeds.items():
+        lateral = road.lane_offset(direction, lane, city.side)
+        clear = reserved.get((direction, lane), [])
+        if speed == ego.speed and direction == ego.direction and abs(lateral - ego.lateral) < 0.1:
+            _platoon(city, road, direction, lateral, speed, rng, placer, a_lo, a_hi, gap=(10.0, 40.0),
+                     keep_clear=[(ego.start - 9.0, ego.start + 9.0), *clear],
+                     mix=(("vehicle.car", 0.85), ("vehicle.truck", 0.1), ("vehicle.motorcycle", 0.05)))
+        else:
+            extra = speed * duration
+            lo, hi = (a_lo - extra, a_hi) if direction > 0 else (a_lo, a_hi + extra)
+            _platoon(city, road, direction, lateral, speed, rng, placer, lo, hi, gap=(15.0, 60.0), keep_clear=clear)
 
 
 def _curb_strips(city: City, road: Road, rng, placer: _Placer, a_lo, a_hi, near_cross: bool) -> None:
@@ -357,66 +376,86 @@ def _carparks(city: City, rng, placer: _Placer, ego: Ego, duration: float) -> No
             row_y += 7.5 if (row_y - y0) % 15 < 7 else 5.5
 
 
-def _guaranteed_set(city: City, ego: Ego, rng, placer: _Placer) -> None:
+def _guaranteed_set(city: City, ego: Ego, rng, placer: _Placer, speeds: dict, reserved: dict) -> None:
     """All 10 classes close to the ego's start (within the classes' evaluation ranges)."""
     road = ego.road
     d = ego.direction
     heading_fwd = ego.yaw
+    heading_far = heading_fwd + np.pi
     far_side = -d          # the strip across the road (traffic in the other direction)
     near_side = d
-    # Construction zone on the far-side parking strip, 12-30 m ahead.
+    # Construction zone on the far-side parking strip, 12-22 m ahead: cones along the lane edge, barriers
+    # closing it off, a construction vehicle on the strip (its wide body partly on the curb), workers.
     zone_a = ego.start + d * float(rng.uniform(12.0, 22.0))
     zone_len = float(rng.uniform(14.0, 22.0))
-    lateral_strip = road.strip_offset(far_side, city.side)
-    lane_edge = np.sign(lateral_strip) * (road.lanes_half + 0.3)
-    curb = np.sign(lateral_strip) * (road.half - 0.3)
-    heading_far = heading_fwd + np.pi
-    cv = make_agent("vehicle.construction", rng, (0, 0), heading_far, 0.0, "parked", required=True)
-    cv.size[1] = min(cv.size[1], road.strip_width + 0.3)
-    cv.parts = build_parts(cv, rng)
-    cv.start = road.point(zone_a + d * zone_len / 2, np.sign(lateral_strip) * (road.half - cv.size[1] / 2 + 0.3))
-    placer.add(cv, check=False)
+    outward = float(np.sign(road.strip_offset(far_side, city.side)))
+    cone_lat = outward * (road.lanes_half + 0.3)
     n_cones = int(rng.integers(4, 8))
     for i in range(n_cones):
         a = zone_a + d * zone_len * i / max(1, n_cones - 1)
-        placer.add(make_agent("movable_object.trafficcone", rng, road.point(a, lane_edge), float(rng.uniform(-3, 3)),
+        placer.add(make_agent("movable_object.trafficcone", rng, road.point(a, cone_lat), float(rng.uniform(-3, 3)),
                               required=True), check=False)
-    for i in range(int(rng.integers(3, 7))):
-        a = zone_a - d * (1.5 + 2.8 * i)
-        placer.add(make_agent("movable_object.barrier", rng, road.point(a, curb - np.sign(curb) * 0.4),
-                              heading_fwd + np.pi / 2, required=True), check=False)
+    cursor = zone_a - d * 1.5
+    for _ in range(int(rng.integers(3, 7))):
+        barrier = make_agent("movable_object.barrier", rng, (0, 0), heading_fwd + np.pi / 2, required=True)
+        cursor -= d * barrier.size[1] / 2
+        barrier.start = road.point(cursor, outward * (road.half - 0.7))
+        placer.add(barrier, check=False)
+        cursor -= d * (barrier.size[1] / 2 + 0.15)
+    cv = make_agent("vehicle.construction", rng, (0, 0), heading_far, 0.0, "parked", required=True)
+    cv_lat = outward * (road.lanes_half + 0.75 + cv.size[1] / 2)
+    for frac in np.linspace(0.5, 0.9, 5):
+        cv.start = road.point(zone_a + d * zone_len * frac, cv_lat)
+        if placer.add(cv):
+            break
+    else:
+        placer.add(cv, check=False)
     for i in range(int(rng.integers(1, 3))):
-        a = zone_a + d * zone_len * rng.uniform(0.1, 0.4)
-        placer.add(make_agent("human.pedestrian.construction_worker", rng,
-                              road.point(a, np.sign(curb) * (road.half - 1.2 - 0.6 * i)),
-                              float(rng.uniform(-np.pi, np.pi)), 0.0, "standing", required=True), check=False)
+        for _ in range(8):
+            a = zone_a + d * zone_len * rng.uniform(0.05, 0.45)
+            worker = make_agent("human.pedestrian.construction_worker", rng,
+                                road.point(a, outward * (road.lanes_half + float(rng.uniform(0.8, 2.0)))),
+                                float(rng.uniform(-np.pi, np.pi)), 0.0, "standing", required=True)
+            if placer.add(worker):
+                break
     # Parked trailer and truck on the near-side strip, ahead and behind.
     lateral_near = road.strip_offset(near_side, city.side)
-    for category, a in (("vehicle.trailer", ego.start + d * float(rng.uniform(20.0, 35.0))),
-                        ("vehicle.truck", ego.start - d * float(rng.uniform(10.0, 25.0)))):
+    for category, ahead in (("vehicle.trailer", (12.0, 38.0)), ("vehicle.truck", (-28.0, -8.0))):
         agent = make_agent(category, rng, (0, 0), heading_fwd, 0.0, "parked", required=True)
-        push = max(0.0, agent.size[1] - road.strip_width + 0.2)
-        agent.start = road.point(a, lateral_near + np.sign(lateral_near) * push)
-        placer.add(agent)
-    # A bus in the opposite direction's lane next to the centre line, coming towards the ego.
-    bus = make_agent("vehicle.bus.rigid", rng, road.point(ego.start + d * float(rng.uniform(25.0, 40.0)),
-                                                          road.lane_offset(-d, 0, city.side)),
-                     heading_far, float(rng.uniform(4.0, 8.0)), "moving", required=True)
-    placer.add(bus, check=False)
-    # Bicycles and motorcycles: parked on the near sidewalk, ridden in the opposite lane's wake.
-    sign = 1 if np.sign(lateral_near) > 0 else -1
-    for category in ("vehicle.bicycle", "vehicle.motorcycle"):
-        for _ in range(10):
-            a = ego.start + d * float(rng.uniform(-15.0, 25.0))
-            heading = float(np.arctan2(*(road.normal * sign)[::-1])) + float(rng.normal(0, 0.2))
-            agent = make_agent(category, rng, road.point(a, road.sidewalk_offset(sign, 0.35)), heading, 0.0, "parked",
-                               required=True)
+        push = max(0.0, agent.size[1] - road.strip_width + 0.1)
+        for attempt in range(30):
+            lateral = lateral_near if attempt < 20 else road.strip_offset(far_side, city.side)
+            agent.heading = heading_fwd if attempt < 20 else heading_far
+            a = ego.start + d * float(rng.uniform(*ahead))
+            agent.start = road.point(a, lateral + np.sign(lateral) * push)
             if placer.add(agent):
                 break
-    rider_a = ego.start + d * float(rng.uniform(45.0, 60.0))
-    rider = make_agent("vehicle.motorcycle", rng, road.point(rider_a, road.lane_offset(-d, road.lanes - 1, city.side)),
-                       heading_far, float(rng.uniform(3.0, 6.0)), "moving", ridden=True, required=True)
-    placer.add(rider, check=False)
+    # A bus in the opposite lane next to the centre line and a motorcycle rider in the outer opposite lane,
+    # coming towards the ego at their lanes' speeds (their platoons keep clear of them).
+    for category, lane in (("vehicle.bus.rigid", 0), ("vehicle.motorcycle", road.lanes - 1)):
+        agent = make_agent(category, rng, (0, 0), heading_far, speeds[(-d, lane)], "moving",
+                           ridden=category == "vehicle.motorcycle", required=True)
+        taken = reserved.setdefault((-d, lane), [])
+        half = agent.size[0] / 2 + 6.0
+        for _ in range(40):
+            a = ego.start + d * float(rng.uniform(22.0, 40.0) if category.startswith("vehicle.bus")
+                                      else rng.uniform(-25.0, 35.0))
+            if not any(lo - half < a < hi + half for lo, hi in taken):
+                break
+        agent.start = road.point(a, road.lane_offset(-d, lane, city.side))
+        placer.add(agent, check=False)
+        taken.append((a - half, a + half))
+    # Bicycle and motorcycle parked on the near sidewalk; a cyclist riding slowly on the other sidewalk.
+    sign = 1 if np.sign(lateral_near) > 0 else -1
+    for category in ("vehicle.bicycle", "vehicle.motorcycle"):
+        for attempt in range(30):
+            side = sign if attempt < 15 else -sign
+            a = ego.start + d * float(rng.uniform(-15.0, 25.0))
+            heading = float(np.arctan2(*(road.normal * side)[::-1])) + float(rng.normal(0, 0.2))
+            agent = make_agent(category, rng, road.point(a, road.sidewalk_offset(side, 0.35)), heading, 0.0,
+                               "parked", required=True)
+            if placer.add(agent):
+                break
     cyclist = make_agent("vehicle.bicycle", rng,
                          road.point(ego.start + d * float(rng.uniform(-10.0, 10.0)),
                                     road.sidewalk_offset(-sign, 0.6)),
@@ -449,12 +488,15 @@ def _barrier_rows(city: City, road: Road, rng, placer: _Placer, a_lo, a_hi) -> N
         direction = int(rng.choice([-1, 1]))
         heading = float(np.arctan2(*(road.normal * direction)[::-1]))
         lateral = -direction * city.side * (road.half - 0.45)
-        start = float(rng.uniform(a_lo, a_hi))
-        for i in range(int(rng.integers(4, 10))):
-            a = start + i * float(rng.uniform(2.6, 3.0))
+        a = float(rng.uniform(a_lo, a_hi))
+        for _ in range(int(rng.integers(4, 10))):
+            barrier = make_agent("movable_object.barrier", rng, (0, 0), heading)
+            a += barrier.size[1] / 2
             if _in_intersection(city, road, a, 3.0 + road.sidewalk):
                 break
-            placer.add(make_agent("movable_object.barrier", rng, road.point(a, lateral), heading))
+            barrier.start = road.point(a, lateral)
+            placer.add(barrier)
+            a += barrier.size[1] / 2 + float(rng.uniform(0.1, 0.4))
             if rng.random() < 0.15:
                 cone_lat = lateral - np.sign(lateral) * 1.2
                 placer.add(make_agent("movable_object.trafficcone", rng, road.point(a + 1.3, cone_lat),

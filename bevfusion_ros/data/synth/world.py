@@ -272,10 +272,10 @@ def _building(builder, rng, cx, cy, length, width, yaw):
                 np.clip(color, 0, 255))
 
 
-def _tree(builder, rng, x, y):
-    trunk_h = float(rng.uniform(2.6, 3.6))
+def _tree(builder, rng, x, y, trunk=(2.6, 3.6), crown=(2.5, 5.0)):
+    trunk_h = float(rng.uniform(*trunk))
     builder.add(x, y, trunk_h / 2, 0.35, 0.35, trunk_h, 0.0, sem.VEGETATION, sem.MAT_VEGETATION, (85, 65, 45))
-    crown = float(rng.uniform(2.5, 5.0))
+    crown = float(rng.uniform(*crown))
     crown_h = float(rng.uniform(2.5, 4.5))
     green = np.array([55, 105, 45]) + rng.integers(-15, 16, 3)
     for yaw in (0.0, np.pi / 4):
@@ -296,15 +296,15 @@ def _street_furniture(roads: list[Road], bounds, rng, builder: _StaticBuilder) -
             a = lo + float(rng.uniform(0, 30))
             while a < hi:
                 if clear(a):
-                    p = road.point(a, road.sidewalk_offset(sign, 0.12))
+                    p = road.point(a, road.sidewalk_offset(sign, 0.25))
                     builder.add(p[0], p[1], 3.75, 0.25, 0.25, 7.5, 0.0, sem.MANMADE, sem.MAT_POLE, (95, 95, 100))
                 a += float(rng.uniform(25, 40))
             if road.street_trees:
                 a = lo + float(rng.uniform(0, 15))
                 while a < hi:
                     if clear(a) and rng.random() < 0.8:
-                        p = road.point(a, road.sidewalk_offset(sign, 0.2))
-                        _tree(builder, rng, p[0], p[1])
+                        p = road.point(a, road.sidewalk_offset(sign, 0.3))
+                        _tree(builder, rng, p[0], p[1], trunk=(3.4, 4.4), crown=(2.5, 3.8))
                     a += float(rng.uniform(10, 18))
 
 

@@ -37,6 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=None, help="data-loader workers (default: config)")
     parser.add_argument("--cache", default=None, help="preprocessed-sample cache folder (default OUT/cache)")
     parser.add_argument("--scenes", default=None, help="comma list of scene names to train on (default: all)")
+    parser.add_argument("--precache", action="store_true",
+                        help="build the whole sample cache before training (default: lazily, in the loader)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     parser.add_argument("--init", default=None, help="initialize weights from this checkpoint (fine-tuning)")
     parser.add_argument("--max-minutes", type=float, default=None, help="stop (with a checkpoint) after this long")
@@ -122,8 +124,9 @@ def train(args: argparse.Namespace) -> dict:
             raise UserError(f"unknown scene(s) {sorted(unknown)} in {args.dataroot}")
         tokens = [s["token"] for s in nusc.sample if names[s["scene_token"]] in wanted]
     dataset = BEVFusionDataset(nusc, config, args.cache or out / "cache", tokens, train=True, seed=args.seed)
-    # build the cache up front (each rank its share), with a progress bar
-    missing = [t for t in tokens[rank::world] if not dataset.cache_path(t).is_file()]
+    # optionally build the cache up front (each rank its share), with a progress bar; otherwise the
+    # loader's workers build each sample's cache on first use, overlapping with training
+    missing = [t for t in tokens[rank::world] if args.precache and not dataset.cache_path(t).is_file()]
     for token in tqdm(missing, desc="caching samples", disable=args.no_progress or not is_main):
         dataset.build_cache(token)
     if world > 1:
@@ -183,7 +186,7 @@ def train(args: argparse.Namespace) -> dict:
         return {"dataroot": str(args.dataroot), "samples": len(tokens), "epoch": epoch, "step": step,
                 "train_seconds": trained_s + (time.time() - session_start), "world_size": world,
                 "device": str(device), "batch_size": batch_size, "lr": peak_lr, "seed": args.seed,
-                "torch": torch.__version__, "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+                "torch": str(torch.__version__), "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
     def checkpoint(epoch: int) -> None:
         if not is_main:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import cv2
@@ -192,7 +193,7 @@ class BEVFusionDataset(torch.utils.data.Dataset):
             size = (max(1, int(round(w * scale))), max(1, int(round(h * scale))))
             images.append(cv2.resize(cam.image, size, interpolation=cv2.INTER_AREA))
             scales.append([size[0] / w, size[1] / h, w, h])
-        tmp = path.with_name(path.name + ".tmp.npz")
+        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
         np.savez(tmp, points=frame.points, images=np.stack(images), image_scales=np.asarray(scales),
                  intrinsics=np.stack([c.intrinsic for c in frame.cameras]),
                  T_lidar_cam=np.stack([c.T_lidar_cam for c in frame.cameras]),

@@ -7,6 +7,7 @@ parameter shape matches.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -23,7 +24,9 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, config: ModelConfi
     module = model.module if hasattr(model, "module") else model
     state = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().clone()
              for k, v in module.state_dict().items()}
-    payload = {"format": FORMAT, "state_dict": state, "config": config.to_dict(), "metadata": dict(metadata or {})}
+    # metadata must be plain builtins (weights_only loading refuses e.g. torch's TorchVersion): JSON round trip
+    plain_meta = json.loads(json.dumps(dict(metadata or {}), default=str))
+    payload = {"format": FORMAT, "state_dict": state, "config": config.to_dict(), "metadata": plain_meta}
     if extra:
         payload.update(extra)
     path = Path(path)

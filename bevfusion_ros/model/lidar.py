@@ -9,11 +9,7 @@ import torch
 from torch import nn
 
 import sparse_conv
-from bevfusion_ros.model import _fallback
 from bevfusion_ros.model.config import ModelConfig
-
-_voxelize_batch = getattr(sparse_conv, "batch_voxelize", _fallback.batch_voxelize)
-_SparseEncoder = getattr(sparse_conv, "SparseEncoder", _fallback.SparseEncoder)
 
 
 def _pad_of(pad) -> tuple[int, int, int]:
@@ -43,7 +39,7 @@ class LidarEncoder(nn.Module):
         self.max_points = lc.max_points_per_voxel
         self.max_voxels = (lc.max_voxels_train, lc.max_voxels_test)
         self.in_channels = lc.in_channels
-        self.encoder = _SparseEncoder(lc.in_channels, tuple(config.sparse_shape), lc.base_channels,
+        self.encoder = sparse_conv.SparseEncoder(lc.in_channels, tuple(config.sparse_shape), lc.base_channels,
                                       lc.output_channels, [list(c) for c in lc.encoder_channels],
                                       [list(p) for p in lc.encoder_paddings], lc.block_type)
         self.out_channels, self.out_x, self.out_y = encoder_output_shape(config)
@@ -55,7 +51,7 @@ class LidarEncoder(nn.Module):
                                  f"got {tuple(pts.shape)}")
         points = [p[:, : self.in_channels].float().contiguous() for p in points]
         max_voxels = self.max_voxels[0] if self.training else self.max_voxels[1]
-        return _voxelize_batch(points, self.voxel_size, self.point_range, self.max_points, max_voxels)
+        return sparse_conv.batch_voxelize(points, self.voxel_size, self.point_range, self.max_points, max_voxels)
 
     def encode(self, feats: torch.Tensor, coords: torch.Tensor, batch_size: int) -> torch.Tensor:
         if feats.shape[0] == 0:  # empty cloud: the encoder would see no active site; BEV is all zeros

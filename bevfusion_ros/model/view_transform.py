@@ -14,23 +14,16 @@ import torch
 from torch import nn
 
 import bev_pool
-import bev_pool.frustum
-import bev_pool.grid
-from bevfusion_ros.model import _fallback
 from bevfusion_ros.model.camera import conv_bn_relu
 from bevfusion_ros.model.config import ModelConfig
 
-_BEVGrid = getattr(bev_pool, "BEVGrid", bev_pool.grid.BEVGrid)
-_frustum_points = getattr(bev_pool, "frustum_points", bev_pool.frustum.frustum_points)
-_Plan = getattr(bev_pool, "BEVPoolPlan", _fallback.BEVPoolPlan)
-_pool_fused = getattr(bev_pool, "pool_fused", _fallback.pool_fused)
 
 
 class CameraToBEV(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         vt = config.vtransform
-        self.grid = _BEVGrid(tuple(vt.xbound), tuple(vt.ybound), tuple(vt.zbound))
+        self.grid = bev_pool.BEVGrid(tuple(vt.xbound), tuple(vt.ybound), tuple(vt.zbound))
         self.image_size = tuple(config.camera.image_size)
         self.feature_size = config.feature_size
         self.dbound = tuple(vt.dbound)
@@ -49,10 +42,10 @@ class CameraToBEV(nn.Module):
 
     @torch.no_grad()
     def plan(self, intrinsics: torch.Tensor, T_lidar_cam: torch.Tensor, image_aug: torch.Tensor | None):
-        xyz = _frustum_points(intrinsics, T_lidar_cam, image_aug, self.image_size, self.feature_size,
+        xyz = bev_pool.frustum_points(intrinsics, T_lidar_cam, image_aug, self.image_size, self.feature_size,
                                       self.dbound)
-        return _Plan.from_geometry(xyz, self.grid)
+        return bev_pool.BEVPoolPlan.from_geometry(xyz, self.grid)
 
     def pool(self, plan, depth_probs: torch.Tensor, cam_feats: torch.Tensor) -> torch.Tensor:
-        bev = _pool_fused(plan, depth_probs, cam_feats)
+        bev = bev_pool.pool_fused(plan, depth_probs, cam_feats)
         return self.downsample(bev)

@@ -24,6 +24,17 @@ from bevfusion_ros.errors import UserError
 from bevfusion_ros.graph import GRAPHS, LAUNCH_ARGUMENTS, ResolvedNode, resolve_graph
 
 
+# Fast DDS transports for large messages on one host: shared memory (and TCP), not UDP fragments. With the
+# default transports a burst of camera images loses UDP fragments under CPU load: best-effort samples are
+# then lost whole and reliable ones wait for a retransmission (measured: up to 2 s); with LARGE_DATA the same
+# burst arrives complete within milliseconds. Only read by Fast DDS; a value set by the user wins.
+DDS_ENV = {"FASTDDS_BUILTIN_TRANSPORTS": "LARGE_DATA"}
+
+
+def graph_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
+    return {**DDS_ENV, **os.environ, **(extra or {})}
+
+
 class RunningGraph:
     """The processes of a started graph. Use as a context manager, or call :meth:`stop`."""
 
@@ -42,7 +53,7 @@ class RunningGraph:
                 self.log_files[node.spec.name] = log_dir / f"{node.spec.name}.log"
                 out = open(self.log_files[node.spec.name], "w")  # noqa: SIM115 - closed with the process
             self.processes[node.spec.name] = subprocess.Popen(
-                command, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT if out else None)
+                command, env=graph_environment(env), stdout=out, stderr=subprocess.STDOUT if out else None)
             if out is not None:
                 out.close()
 

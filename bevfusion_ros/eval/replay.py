@@ -149,26 +149,63 @@ def write_params(out_dir: Path, overrides: dict, base: Path | None = None) -> Pa
     return path
 
 
-def play_lockstep(bag: Path, recorder: Recorder, frame_timeout_s: float = 300.0) -> str:
-    """Play ``bag`` as fast as the node keeps up: after each LiDAR message wait for its frame_status, so
-    every sweep is processed (accuracy independent of speed; latencies are then not real-time numbers)."""
-    from bevfusion_ros.nodes.player import play_bag
+def play_lockstep(bag: Path, context, has_status, frame_timeout_s: float = 300.0, ack_timeout_s: float = 5.0,
+                  topics: set[str] | None = None) -> str:
+    """Play ``bag`` as fast as the node keeps up, deterministically: before each LiDAR message every message
+    published so far is acknowledged by its (reliable) subscribers, and after it the node's frame_status for
+    that sweep is awaited. Every sweep is processed with exactly the inputs the dataset pairs with it
+    (accuracy independent of speed; latencies are then not real-time numbers).
+
+    ``context``: an initialized rclpy Context (its participant publishes); ``has_status(stamp_us)``: whether
+    the node has reported on that sweep."""
+    import rclpy
+    from rclpy.duration import Duration
+
+    from bevfusion_ros.nodes.player import open_bag
+    from bevfusion_ros.ros.qos import player_qos
     from bevfusion_ros.ros.time import ns_to_us
+    from bevfusion_ros.ros.types import UnknownMessageType, msg_class, normalize_type_name
 
-    def on_published(topic: str, bag_ns: int) -> None:
-        if topic != "/LIDAR_TOP":
-            return
-        stamp = ns_to_us(bag_ns)
-        deadline = time.monotonic() + frame_timeout_s
-        while time.monotonic() < deadline:
-            with recorder.lock:
-                if stamp in recorder.record.statuses:
-                    return
-            time.sleep(0.002)
-
-    stats = play_bag(bag, rate=1e6, clock=False, start_delay_s=0.5, wait_for=["/LIDAR_TOP"],
-                     on_published=on_published)
-    return stats.summary()
+    node = rclpy.create_node("replay_lockstep_player", context=context)
+    reader = open_bag(bag)
+    published: dict[str, int] = defaultdict(int)
+    try:
+        publishers = {}
+        for connection in reader.connections:
+            if topics is not None and connection.topic not in topics:
+                continue
+            try:
+                cls = msg_class(normalize_type_name(connection.msgtype))
+            except UnknownMessageType:
+                continue
+            if connection.topic not in publishers:
+                publishers[connection.topic] = node.create_publisher(cls, connection.topic,
+                                                                     player_qos(connection.topic))
+        lidar = publishers.get("/LIDAR_TOP")
+        if lidar is None:
+            raise UserError(f"bag {bag} has no /LIDAR_TOP messages")
+        deadline = time.monotonic() + 30.0
+        while lidar.get_subscription_count() == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.3)       # let every other subscription of the node match too
+        for connection, stamp_ns, raw in reader.messages():
+            publisher = publishers.get(connection.topic)
+            if publisher is None:
+                continue
+            if publisher is lidar:
+                for other in publishers.values():
+                    other.wait_for_all_acked(Duration(seconds=ack_timeout_s))
+            publisher.publish(bytes(raw))
+            published[connection.topic] += 1
+            if publisher is lidar:
+                stamp = ns_to_us(stamp_ns)
+                end = time.monotonic() + frame_timeout_s
+                while time.monotonic() < end and not has_status(stamp):
+                    time.sleep(0.002)
+    finally:
+        reader.close()
+        node.destroy_node()
+    return "lockstep: " + ", ".join(f"{topic} {count}" for topic, count in sorted(published.items()))
 
 
 def replay_scene(bag: Path, params_file: Path, keyframe_stamps: set[int], all_lidar_stamps: list[int],
@@ -202,7 +239,10 @@ def replay_scene(bag: Path, params_file: Path, keyframe_stamps: set[int], all_li
         sampler = threading.Thread(target=sample_memory, daemon=True)
         sampler.start()
         if lockstep:
-            recorder.record.play_summary = play_lockstep(bag, recorder)
+            def has_status(stamp: int) -> bool:
+                with recorder.lock:
+                    return stamp in recorder.record.statuses
+            recorder.record.play_summary = play_lockstep(bag, recorder.context, has_status)
         else:   # the player in its own process, as a recorded sensor stream would arrive
             player = subprocess.run(
                 [sys.executable, "-m", "bevfusion_ros.nodes.player", str(bag), "--rate", str(rate),
@@ -449,6 +489,9 @@ def replay_eval(dataroot: str | Path, version: str, scenes: list[str] | None = N
 
     if not rate > 0:
         raise UserError(f"--rate must be positive, got {rate}")
+    from bevfusion_ros.launch_graph import DDS_ENV
+    for key, value in DDS_ENV.items():    # this process's recorder/player talk to the graph the same way
+        os.environ.setdefault(key, value)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     nusc = open_nuscenes(dataroot, version)
@@ -460,6 +503,8 @@ def replay_eval(dataroot: str | Path, version: str, scenes: list[str] | None = N
     bag_dir.mkdir(parents=True, exist_ok=True)
     # the player publishes RELIABLE: subscribe reliable too, so no message is lost whole under CPU load
     overrides = {"backend": backend, "reliable_sensors": True, **(params or {})}
+    if lockstep:   # nothing is late in lockstep, only slow under load: wait for in-flight inputs longer
+        overrides.setdefault("max_input_wait", 0.5)
     if checkpoint is not None:
         overrides["checkpoint"] = str(Path(checkpoint).resolve()) if checkpoint else ""
     if model_config is not None:

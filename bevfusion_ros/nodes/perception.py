@@ -71,8 +71,8 @@ PARAMETERS: dict[str, tuple[object, str]] = {
     "camera_names": (list(CAMERA_NAMES), "camera names, in the model's order"),
     "sweeps": (0, "LiDAR sweeps per frame incl. the current one; 0 = the model config's lidar.sweeps"),
     "max_camera_lidar_delay": (0.1, "s; a camera whose closest image is further from the LiDAR stamp is masked"),
-    "max_camera_wait": (0.03, "s; longest wait for a camera image due just before the sweep but still in flight "
-                               "(0 = never wait)"),
+    "max_input_wait": (0.05, "s; longest wait for inputs of a sweep that are due but still in flight: its "
+                              "transforms, a camera image stamped just before it (0 = never wait)"),
     "camera_ego_motion": (False, "T_lidar_cam through the ego poses at the camera and LiDAR stamps, as the "
                                  "dataset does (exact, but the bev_pool plan is rebuilt every frame); false: "
                                  "static extrinsics, plan cached until the calibration changes"),
@@ -144,7 +144,7 @@ class PerceptionNode(Node):
         self.tf = LockedTransforms()
         self.assembler = FrameAssembler(AssemblerConfig(
             sweeps=sweeps, max_camera_lidar_delay_s=p["max_camera_lidar_delay"],
-            max_sweep_gap_s=p["max_sweep_gap"], camera_wait_s=p["max_camera_wait"],
+            max_sweep_gap_s=p["max_sweep_gap"], input_wait_s=p["max_input_wait"],
             camera_ego_motion=bool(p["camera_ego_motion"]), max_points=p["max_points"], camera_names=self.camera_names,
             base_frame=p["base_frame"], map_frame=p["map_frame"]), self.tf)
         self.ingest = MessageIngest(self.assembler, self.tf)
@@ -246,8 +246,8 @@ class PerceptionNode(Node):
         for key in ("max_camera_lidar_delay", "max_sweep_gap", "stale_after", "diagnostics_period", "log_period"):
             if not float(values[key]) > 0 and not (key == "max_camera_lidar_delay" and values[key] == 0):
                 problems.append(f"{key} must be > 0, got {values[key]}")
-        if not 0 <= float(values["max_camera_wait"]) <= 0.5:
-            problems.append(f"max_camera_wait must be in [0, 0.5] s, got {values['max_camera_wait']}")
+        if not 0 <= float(values["max_input_wait"]) <= 0.5:
+            problems.append(f"max_input_wait must be in [0, 0.5] s, got {values['max_input_wait']}")
         if int(values["max_points"]) < 1000:
             problems.append(f"max_points must be >= 1000, got {values['max_points']}")
         if not values["camera_names"] or any(not str(c) for c in values["camera_names"]):
@@ -263,7 +263,7 @@ class PerceptionNode(Node):
         if problems:
             raise UserError("bad parameter: " + "; ".join(problems))
         for key in ("max_camera_lidar_delay", "max_sweep_gap", "stale_after", "diagnostics_period", "log_period",
-                    "marker_score_threshold", "max_camera_wait"):
+                    "marker_score_threshold", "max_input_wait"):
             values[key] = float(values[key])
         values["camera_names"] = [str(c) for c in values["camera_names"]]
         return values

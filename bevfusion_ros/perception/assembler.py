@@ -65,8 +65,9 @@ class AssemblerConfig:
     images_per_camera: int = 3                # buffered images per camera
     camera_ego_motion: bool = False           # T_lidar_cam through the ego poses at both stamps
     pad_empty_sweeps: bool = True             # no previous sweep at all: repeat the pivot (mmdet3d)
-    camera_wait_s: float = 0.03               # longest wait for an image due before the sweep (0 = off)
+    input_wait_s: float = 0.05                # longest wait for inputs due but still in flight (0 = off)
     camera_wait_tolerance_s: float = 0.005    # images due up to this long after the sweep are waited for
+    startup_sweeps: int = 10                  # for this many sweeps, inputs never seen yet are waited for
     decode_threads: int = 2                   # images of one frame are decoded in parallel (cv2 frees the GIL)
 
     def __post_init__(self):
@@ -119,6 +120,7 @@ class _CameraInfo:
     width: int
     height: int
     frame_id: str
+    stamp_us: int | None = None
 
 
 def sanitize_points(points: np.ndarray, max_points: int) -> tuple[np.ndarray, list[str]]:
@@ -188,6 +190,7 @@ class FrameAssembler:
         self._calibration: dict[str, np.ndarray] = {}   # sensor frame -> T_base_sensor (overrides TF)
         self.calibration_source = "tf"
         self.last_stamp_us: int | None = None
+        self.sweeps_received = 0
         self._decoder = ThreadPoolExecutor(config.decode_threads, thread_name_prefix="decode") \
             if config.decode_threads > 1 else None
 
@@ -206,6 +209,7 @@ class FrameAssembler:
                 notes.append("stamp_backwards")   # e.g. a bag restarted: older sweeps no longer apply
                 self._history.clear()
             self.last_stamp_us = stamp_us
+            self.sweeps_received += 1
             sweep = Sweep(stamp_us, frame_id, clean, received_ns, notes=notes)
             self._history.append(sweep)
         return sweep
@@ -221,12 +225,14 @@ class FrameAssembler:
             buffer.append(_Image(stamp_us, frame_id, decode, time.monotonic()))
             self._lock.notify_all()
 
-    def set_camera_info(self, camera: str, K: np.ndarray, width: int, height: int, frame_id: str) -> None:
+    def set_camera_info(self, camera: str, K: np.ndarray, width: int, height: int, frame_id: str,
+                        stamp_us: int | None = None) -> None:
         K = np.asarray(K, dtype=np.float64).reshape(3, 3)
         if not np.isfinite(K).all() or K[0, 0] <= 0 or K[1, 1] <= 0 or width <= 0 or height <= 0:
             raise InputRejected("bad_camera_info", f"{camera}: K={K.tolist()} size={width}x{height}")
         with self._lock:
-            self._camera_info[camera] = _CameraInfo(K, int(width), int(height), frame_id)
+            self._camera_info[camera] = _CameraInfo(K, int(width), int(height), frame_id, stamp_us)
+            self._lock.notify_all()
 
     def set_calibration(self, T_base_sensor: dict[str, np.ndarray], source: str) -> bool:
         """Override extrinsics (sensor frame -> 4x4 T_base_sensor). Returns whether anything changed."""
@@ -246,38 +252,71 @@ class FrameAssembler:
             buffer = self._images.get(camera)
             return buffer[-1].stamp_us if buffer else None
 
-    def cameras_behind(self, stamp_us: int, now: float | None = None) -> list[str]:
-        """Cameras whose next image is due at or before ``stamp_us`` (+ tolerance), closer to it than the
-        latest one buffered, and not here yet: e.g. an image stamped 0.5 ms before the LiDAR sweep whose
-        message is still in flight. A camera that has stopped (silent for 3 periods) is not waited for."""
+    def pending_inputs(self, sweep: Sweep, now: float | None = None) -> list[str]:
+        """Inputs of ``sweep``'s frame that are due but not here yet (what a tf2 message filter waits for):
+
+        - ``tf_static``: the LiDAR's extrinsics are unknown (the static transforms are still in flight);
+        - ``tf``: /tf is streaming but has no ego pose at or after the sweep's stamp yet;
+        - during start-up (the first ``startup_sweeps`` sweeps): any input never received at all;
+        - ``<camera>``: an image is due at or before the sweep (+ tolerance) and closer to it than the latest
+          one buffered (e.g. stamped 0.5 ms before the sweep, still in flight) -- from the camera's period,
+          or from a camera_info already received for an image not yet here; or an image is here but its
+          camera_info is not. A camera silent for 3 periods (stopped) is not waited for.
+        """
         now = time.monotonic() if now is None else now
-        tolerance_us = int(self.config.camera_wait_tolerance_s * 1e6)
-        delay_us = int(self.config.max_camera_lidar_delay_s * 1e6)
-        behind = []
+        cfg = self.config
+        tolerance_us = int(cfg.camera_wait_tolerance_s * 1e6)
+        delay_us = int(cfg.max_camera_lidar_delay_s * 1e6)
+        stamp_us = sweep.stamp_us
+        pending = []
+        try:
+            self._T_base(sweep.frame_id)
+        except LookupError:
+            pending.append("tf_static")
+        startup = self.sweeps_received <= cfg.startup_sweeps
+        time_range = getattr(self.transforms, "time_range", None)
+        if time_range is not None:
+            span = time_range(cfg.base_frame)
+            if (span is None and startup) or (span is not None and span[1] < stamp_us
+                                               and stamp_us - span[1] < 1_000_000):
+                pending.append("tf")
         with self._lock:
             for name, buffer in self._images.items():
+                info = self._camera_info.get(name)
+                last = buffer[-1] if buffer else None
+                if startup and last is None and info is None:
+                    pending.append(name)             # never heard of yet: give it a moment at start-up
+                    continue
+                if last is not None and info is None and abs(last.stamp_us - stamp_us) <= delay_us:
+                    pending.append(name)             # the image is here, its camera_info not yet
+                    continue
+                if (info is not None and info.stamp_us is not None
+                        and stamp_us - delay_us <= info.stamp_us <= stamp_us + tolerance_us
+                        and (last is None or last.stamp_us < info.stamp_us)):
+                    pending.append(name)             # camera_info announces an image not received yet
+                    continue
                 if len(buffer) < 2:
                     continue
-                last, before = buffer[-1], buffer[-2]
+                before = buffer[-2]
                 period = last.stamp_us - before.stamp_us
                 wall_period = max(last.arrival - before.arrival, 0.02)
                 expected = last.stamp_us + period
                 if (period > 0 and stamp_us - delay_us <= expected <= stamp_us + tolerance_us
                         and abs(expected - stamp_us) < abs(last.stamp_us - stamp_us)
                         and now - last.arrival < 3 * wall_period):
-                    behind.append(name)
-        return behind
+                    pending.append(name)
+        return pending
 
-    def wait_for_cameras(self, stamp_us: int, timeout_s: float) -> list[str]:
-        """Wait up to ``timeout_s`` for :meth:`cameras_behind` to clear; returns the cameras still behind."""
+    def wait_for_inputs(self, sweep: Sweep, timeout_s: float) -> list[str]:
+        """Wait up to ``timeout_s`` for :meth:`pending_inputs` to clear; returns what is still missing."""
         deadline = time.monotonic() + timeout_s
         while True:
-            behind = self.cameras_behind(stamp_us)
+            pending = self.pending_inputs(sweep)
             remaining = deadline - time.monotonic()
-            if not behind or remaining <= 0:
-                return behind
+            if not pending or remaining <= 0:
+                return pending
             with self._lock:
-                self._lock.wait(min(remaining, 0.005))
+                self._lock.wait(min(remaining, 0.002))
 
     # ------------------------------------------------------------------ assembly (worker thread)
 
@@ -303,9 +342,9 @@ class FrameAssembler:
         LiDAR frame itself is unknown."""
         cfg = self.config
         notes: list[str] = []
-        if cfg.camera_wait_s > 0:
-            for name in self.wait_for_cameras(sweep.stamp_us, cfg.camera_wait_s):
-                notes.append(f"camera_late:{name}")
+        if cfg.input_wait_s > 0:
+            for name in self.wait_for_inputs(sweep, cfg.input_wait_s):
+                notes.append(f"input_late:{name}")
         with self._lock:
             previous = [s for s in reversed(self._history) if s.stamp_us < sweep.stamp_us
                         and s.frame_id == sweep.frame_id

@@ -68,7 +68,7 @@ class MessageIngest:
     def camera_info(self, camera: str, msg: Any) -> None:
         intrinsics = camera_info_to_intrinsics(msg)
         self.assembler.set_camera_info(camera, intrinsics.K, intrinsics.width, intrinsics.height,
-                                       intrinsics.frame_id or camera)
+                                       intrinsics.frame_id or camera, header_to_us(msg.header))
 
     def tf(self, msg: Any, static: bool) -> int:
         return self.transforms.add_message(msg, static)

@@ -37,6 +37,8 @@ T_BASE_CAM = geo.make_transform(np.array([[0, 0, 1], [-1, 0, 0], [0, -1, 0]], fl
 
 
 def make_rig(sweeps=5, **kwargs):
+    kwargs.setdefault("input_wait_s", 0.0)
+    kwargs.setdefault("startup_sweeps", 0)
     tf = DictTransforms()
     tf.static["LIDAR_TOP"] = T_BASE_LIDAR
     for name in CAMERA_NAMES:
@@ -219,14 +221,14 @@ def test_bad_camera_info_is_rejected():
 def test_an_image_due_just_before_the_sweep_is_waited_for_briefly():
     import threading
     import time
-    tf, asm = make_rig(sweeps=1, camera_wait_s=0.5)
+    tf, asm = make_rig(sweeps=1, input_wait_s=0.5)
     K = np.diag([100.0, 100.0, 1.0])
     asm.set_camera_info("CAM_FRONT", K, 160, 90, "CAM_FRONT")
     asm.add_image("CAM_FRONT", 0, "CAM_FRONT", lambda: rgb(value=1))
     time.sleep(0.08)                                          # the camera runs at ~12 Hz in wall time too
     asm.add_image("CAM_FRONT", 83_333, "CAM_FRONT", lambda: rgb(value=2))
     sweep = asm.add_lidar(166_000, "LIDAR_TOP", np.ones((3, 4), np.float32) * 5)   # next image due at 166_666
-    assert asm.cameras_behind(166_000) == ["CAM_FRONT"]
+    assert asm.pending_inputs(sweep) == ["CAM_FRONT"]
     late = threading.Timer(0.04, lambda: asm.add_image("CAM_FRONT", 166_666, "CAM_FRONT", lambda: rgb(value=3)))
     late.start()
     start = time.monotonic()
@@ -237,12 +239,54 @@ def test_an_image_due_just_before_the_sweep_is_waited_for_briefly():
 
 def test_no_wait_for_images_due_after_the_sweep_or_for_a_stopped_camera():
     import time
-    tf, asm = make_rig(sweeps=1, camera_wait_s=0.5)
+    tf, asm = make_rig(sweeps=1, input_wait_s=0.5)
     asm.set_camera_info("CAM_FRONT", np.diag([100.0, 100.0, 1.0]), 160, 90, "CAM_FRONT")
     asm.add_image("CAM_FRONT", 0, "CAM_FRONT", rgb)
     asm.add_image("CAM_FRONT", 83_333, "CAM_FRONT", rgb)
-    assert asm.cameras_behind(120_000) == []                  # next one due 46 ms after the sweep
-    assert asm.cameras_behind(166_000, now=time.monotonic() + 5.0) == []   # silent for ages: stopped
+    sweep = asm.add_lidar(120_000, "LIDAR_TOP", np.ones((3, 4), np.float32) * 5)
+    assert asm.pending_inputs(sweep) == []                    # next one due 46 ms after the sweep
+    later = asm.add_lidar(166_000, "LIDAR_TOP", np.ones((3, 4), np.float32) * 5)
+    assert asm.pending_inputs(later, now=time.monotonic() + 5.0) == []   # silent for ages: stopped
     start = time.monotonic()
-    frame, notes = asm.assemble(asm.add_lidar(120_000, "LIDAR_TOP", np.ones((3, 4), np.float32) * 5))
+    frame, notes = asm.assemble(sweep)
     assert time.monotonic() - start < 0.1 and frame.cameras[0].stamp_us == 83_333
+
+
+def test_transforms_and_camera_info_in_flight_are_waited_for():
+    import threading
+    import time
+
+    class StreamingTransforms(DictTransforms):
+        def time_range(self, child):
+            return (min(self.poses), max(self.poses)) if self.poses and child == "base_link" else None
+
+    tf = StreamingTransforms()
+    asm = FrameAssembler(AssemblerConfig(sweeps=1, input_wait_s=0.5, startup_sweeps=0,
+                                         camera_names=("CAM_FRONT",)), tf)
+    tf.poses[500_000] = np.eye(4)
+    asm.add_image("CAM_FRONT", 990_000, "CAM_FRONT", rgb)
+    sweep = asm.add_lidar(1_000_000, "LIDAR_TOP", np.ones((3, 4), np.float32) * 5)
+    assert asm.pending_inputs(sweep) == ["tf_static", "tf", "CAM_FRONT"]
+
+    def arrive():
+        tf.static["LIDAR_TOP"] = T_BASE_LIDAR
+        tf.static["CAM_FRONT"] = T_BASE_CAM
+        tf.poses[1_000_000] = np.eye(4)
+        asm.set_camera_info("CAM_FRONT", np.diag([100.0, 100.0, 1.0]), 160, 90, "CAM_FRONT", 990_000)
+    threading.Timer(0.05, arrive).start()
+    frame, notes = asm.assemble(sweep)
+    assert not frame.cameras[0].masked and frame.T_global_ego is not None
+    assert not any(n.startswith("input_late") for n in notes)
+    # camera_info announcing an image that is not here yet
+    asm.set_camera_info("CAM_FRONT", np.diag([100.0, 100.0, 1.0]), 160, 90, "CAM_FRONT", 1_040_000)
+    tf.poses[1_050_000] = np.eye(4)
+    assert asm.pending_inputs(asm.add_lidar(1_050_000, "LIDAR_TOP", np.ones((3, 4), np.float32) * 5)) == ["CAM_FRONT"]
+
+
+def test_at_start_up_inputs_never_seen_are_waited_for_then_no_longer():
+    tf, asm = make_rig(sweeps=1, startup_sweeps=2)
+    first = asm.add_lidar(1_000, "LIDAR_TOP", np.ones((3, 4), np.float32) * 5)
+    assert asm.pending_inputs(first) == list(CAMERA_NAMES)
+    for stamp in (2_000, 3_000):
+        later = asm.add_lidar(stamp, "LIDAR_TOP", np.ones((3, 4), np.float32) * 5)
+    assert asm.pending_inputs(later) == []            # a camera that never comes is not waited for forever

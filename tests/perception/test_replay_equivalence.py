@@ -37,7 +37,7 @@ def replay_frames(bag, camera_ego_motion: bool) -> dict:
 
     transforms = LockedTransforms()
     assembler = FrameAssembler(AssemblerConfig(sweeps=SWEEPS, camera_ego_motion=camera_ego_motion,
-                                               camera_wait_s=0.0), transforms)
+                                               input_wait_s=0.0), transforms)
     ingest = MessageIngest(assembler, transforms)
     store = typestore()
     frames = {}

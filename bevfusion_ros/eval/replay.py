@@ -439,6 +439,15 @@ def evaluate_records(nusc, eval_set: str, scenes: list[str], records: dict[str, 
     for s in statuses:
         if s["status"] != "processed":
             drop_reasons[f"{s['status']}:{s.get('reason', '')}"] += 1
+    masked_reasons = defaultdict(int)
+    for s in processed:
+        for note in s.get("notes", []):
+            if note.startswith("camera_masked:"):
+                masked_reasons[note.split(":", 1)[1]] += 1
+    with open(out_dir / "frame_status.jsonl", "w") as handle:
+        for scene in scenes:
+            for stamp in sorted(records[scene].statuses):
+                handle.write(json.dumps({"scene": scene, **records[scene].statuses[stamp]}) + "\n")
     total_sweeps = sum(len(scene_lidar_stamps(nusc, scene)[0]) for scene in scenes)
     memory = [m for scene in scenes for _, m in records[scene].memory_mb]
     lat = report.latency_stats(latencies)
@@ -461,6 +470,7 @@ def evaluate_records(nusc, eval_set: str, scenes: list[str], records: dict[str, 
                    "dropped_or_rejected": len(statuses) - len(processed),
                    "no_status": total_sweeps - len(statuses), "drop_reasons": dict(drop_reasons)},
         "latency_by_stage_ms": stage_latency,
+        "masked_camera_reasons": dict(masked_reasons),
         "per_class_ap": metrics.get("per_class_ap"),
         "tp_errors": metrics.get("tp_errors"),
         "map_present_classes": metrics.get("map_present_classes"),
@@ -472,8 +482,34 @@ def evaluate_records(nusc, eval_set: str, scenes: list[str], records: dict[str, 
     }
     images = _figures(nusc, out_dir, evaluated, records, latencies, rate)
     report.write_report(out_dir, result, title=f"Replay evaluation ({backend}, {pace_label(rate)})", images=images,
-                        json_name="report.json", md_name="report.md")
+                        json_name="report.json", md_name="report.md", extra_markdown=accounting_markdown(result))
     return result
+
+
+def accounting_markdown(result: dict) -> str:
+    """Frames, per-stage latency and every keyframe not evaluated, for report.md."""
+    frames = result["frames"]
+    lines = ["## Frames (every LiDAR sweep played)", "", "| | count |", "|---|---|",
+             f"| sweeps played | {frames['lidar_sweeps_played']} |", f"| processed | {frames['processed']} |",
+             f"| dropped or rejected by the node | {frames['dropped_or_rejected']} |",
+             f"| no status received | {frames['no_status']} |",
+             f"| processed with a masked camera | {result['masked_camera_frames']} |"]
+    lines += [f"| {reason} | {count} |" for reason, count in sorted(frames["drop_reasons"].items())]
+    lines += [f"| masked {reason} | {count} |" for reason, count in sorted(result["masked_camera_reasons"].items())]
+    lines += ["", "## Latency by stage (ms, processed sweeps)", "", "| stage | p50 | p90 | p99 | max |",
+              "|---|---|---|---|---|"]
+    for stage, stats in result["latency_by_stage_ms"].items():
+        if stats["count"]:
+            lines.append(f"| {stage} | {stats['p50']:.1f} | {stats['p90']:.1f} | {stats['p99']:.1f} | "
+                         f"{stats['max']:.1f} |")
+    lines += ["", f"## Keyframes: {result['keyframes_evaluated']} of {result['keyframes_total']} evaluated", ""]
+    if result["dropped"]:
+        lines += ["| scene | sample_token | LiDAR stamp (us) | reason |", "|---|---|---|---|"]
+        lines += [f"| {d['scene']} | {d['sample_token']} | {d['stamp_us']} | {d['reason']} |"
+                  for d in result["dropped"]]
+    else:
+        lines.append("Every keyframe was evaluated.")
+    return "\n".join(lines) + "\n"
 
 
 # ----------------------------------------------------------------------------- CLI

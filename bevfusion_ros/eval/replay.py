@@ -512,6 +512,93 @@ def accounting_markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+# ----------------------------------------------------------------------------- soak (boundedness)
+
+
+def soak(bag: Path, params_file: Path, rate: float, seconds: float, out_dir: Path, warmup_s: float = 10.0) -> dict:
+    """Play ``bag`` in a loop at ``rate`` for ``seconds`` into the graph and measure that the node stays
+    bounded: RSS over time (growth = median of the last 10 s vs median of the 10 s after ``warmup_s``),
+    end-to-end latency percentiles, processed / dropped counts. Each loop restarts the bag's clock, which
+    the node handles as a time jump (history cleared, counted)."""
+    import rclpy
+    from std_msgs.msg import String
+
+    from bevfusion_ros.eval.report import latency_stats
+    from bevfusion_ros.launch_graph import graph_environment, start_graph
+    from bevfusion_ros.nodes.perception import STATUS_QOS
+
+    statuses: list[dict] = []
+    lock = threading.Lock()
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node("soak_recorder", context=context)
+
+    def on_status(msg):
+        with lock:
+            statuses.append(json.loads(msg.data))
+    node.create_subscription(String, f"/{NODE}/frame_status", on_status, STATUS_QOS)
+    from rclpy.executors import SingleThreadedExecutor
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    graph = start_graph("perception", {"params_file": str(params_file), "calibration": "false"},
+                        log_dir=out_dir / "logs" / "soak")
+    memory: list[tuple[float, float]] = []
+    try:
+        deadline = time.monotonic() + 180
+        while node.count_publishers(f"/{NODE}/frame_status") == 0:
+            if graph.exited() or time.monotonic() > deadline:
+                raise UserError(f"the perception node did not come up:\n{graph.tail(NODE)}")
+            time.sleep(0.1)
+        player = subprocess.Popen([sys.executable, "-m", "bevfusion_ros.nodes.player", str(bag), "--rate", str(rate),
+                                   "--loop", "--wait-for", "/LIDAR_TOP", "--delay", "0.5"],
+                                  env=graph_environment(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        start = time.monotonic()
+        pid = graph.pid(NODE)
+        while time.monotonic() - start < seconds:
+            value = rss_mb(pid)
+            if value is not None:
+                memory.append((time.monotonic() - start, value))
+            if graph.exited():
+                break
+            time.sleep(0.5)
+        player.send_signal(2)
+        try:
+            player.wait(10)
+        except subprocess.TimeoutExpired:
+            player.kill()
+        time.sleep(2.0)
+        crashed = graph.exited()
+    finally:
+        graph.stop()
+        executor.shutdown(timeout_sec=2.0)
+        node.destroy_node()
+        rclpy.shutdown(context=context)
+    with lock:
+        done = list(statuses)
+    processed = [s for s in done if s["status"] == "processed"]
+    early = [m for t, m in memory if warmup_s <= t < warmup_s + 10]
+    late = [m for t, m in memory if t >= seconds - 10]
+    growth = (float(np.median(late)) / float(np.median(early)) - 1.0) if early and late else None
+    reasons = defaultdict(int)
+    for st in done:
+        if st["status"] != "processed":
+            reasons[f"{st['status']}:{st.get('reason', '')}"] += 1
+    result = {"rate": rate, "seconds": seconds, "sweeps_reported": len(done), "processed": len(processed),
+              "dropped": len(done) - len(processed), "drop_reasons": dict(reasons),
+              "latency_ms": latency_stats([s["latency_ms"]["end_to_end"] for s in processed]),
+              "model_ms": latency_stats([s["latency_ms"]["model"] for s in processed]),
+              "memory_mb": {"after_warmup": float(np.median(early)) if early else None,
+                            "end": float(np.median(late)) if late else None,
+                            "max": max((m for _, m in memory), default=None)},
+              "memory_growth": growth, "node_crashed": crashed,
+              "memory_samples": [[round(t, 1), round(m, 1)] for t, m in memory]}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "soak.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
 # ----------------------------------------------------------------------------- CLI
 
 
@@ -594,6 +681,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="PARAM=VALUE",
                         help="override a perception_node parameter (YAML value)")
     parser.add_argument("--calibration", action="store_true", help="also run the calibration node")
+    parser.add_argument("--soak", type=float, default=None, metavar="SECONDS",
+                        help="instead of evaluating: loop the first scene's bag at --rate for SECONDS and report "
+                             "memory growth, latency and drops (OUT/soak.json)")
     parser.add_argument("--lockstep", action="store_true",
                         help="publish each sweep only after the node has handled the previous one: every frame "
                              "is processed (accuracy independent of speed; latencies are not real-time)")
@@ -606,10 +696,41 @@ def run(args: argparse.Namespace) -> int:
         if not sep:
             raise UserError(f"--set expects PARAM=VALUE, got {item!r}")
         params[key] = yaml.safe_load(value)
+    if args.soak is not None:
+        return run_soak(args, params)
     result = replay_eval(args.dataroot, args.version, args.scenes, args.rate, args.out, args.bags, args.backend,
                          args.checkpoint, args.model_config, args.eval_set, params, args.calibration,
                          args.lockstep)
     for line in summary_lines(result):
         print(line)
     print(f"report: {Path(args.out) / 'report.md'} ({Path(args.out) / 'report.json'})")
+    return 0
+
+
+def run_soak(args: argparse.Namespace, params: dict) -> int:
+    from bevfusion_ros.data.bag_convert import convert_scene
+    from bevfusion_ros.data.nuscenes_io import open_nuscenes
+    from bevfusion_ros.eval.detection import infer_eval_set
+    from bevfusion_ros.launch_graph import DDS_ENV
+
+    for key, value in DDS_ENV.items():
+        os.environ.setdefault(key, value)
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    nusc = open_nuscenes(args.dataroot, args.version)
+    scene = (args.scenes or default_scenes(nusc, args.eval_set or infer_eval_set(nusc)))[0]
+    bag_dir = Path(args.bags) if args.bags else out_dir / "bags"
+    bag_dir.mkdir(parents=True, exist_ok=True)
+    if not (bag_dir / scene).exists():
+        convert_scene(args.dataroot, args.version, scene, bag_dir / scene, progress=False)
+    overrides = {"backend": args.backend, "reliable_sensors": True, **params}
+    if args.checkpoint is not None:
+        overrides["checkpoint"] = str(Path(args.checkpoint).resolve()) if args.checkpoint else ""
+    result = soak(bag_dir / scene, write_params(out_dir, overrides), args.rate, args.soak, out_dir)
+    lat, mem = result["latency_ms"], result["memory_mb"]
+    growth = "n/a" if result["memory_growth"] is None else f"{100 * result['memory_growth']:+.1f}%"
+    print(f"soak {scene} at {args.rate:g}x for {args.soak:g} s: {result['processed']} processed, "
+          f"{result['dropped']} dropped; end-to-end p50 {lat['p50']} ms p99 {lat['p99']} ms; "
+          f"RSS {mem['after_warmup']} -> {mem['end']} MB ({growth}); crashed: {result['node_crashed']}")
+    print(f"soak report: {out_dir / 'soak.json'}")
     return 0

@@ -95,3 +95,16 @@ def test_detection_eval_of_ground_truth_gives_map_1(tiny_nusc, tmp_path):
     present = Counter(box.detection_name for box in evaluator.gt_boxes.all)
     assert set(present) == set(DETECTION_CLASSES), f"classes in the evaluated ground truth: {present}"
     assert metrics.mean_ap == pytest.approx(1.0, abs=1e-6)
+
+
+def test_devkit_finds_lidarseg_labels_by_sample_data_token(tiny_dataset, tiny_nusc):
+    """nuScenes-lidarseg keys its records by the LIDAR_TOP sample_data token; the devkit relies on it."""
+    root, _ = tiny_dataset
+    for sample in tiny_nusc.sample:
+        lidar_token = sample["data"][LIDAR_NAME]
+        record = tiny_nusc.get("lidarseg", lidar_token)
+        labels = np.fromfile(root / record["filename"], dtype=np.uint8)
+        points = np.fromfile(root / tiny_nusc.get("sample_data", lidar_token)["filename"], dtype=np.float32)
+        assert len(labels) * 5 == len(points)
+    assert tiny_nusc.lidarseg_name2idx_mapping["vehicle.car"] == 17
+    assert tiny_nusc.lidarseg_name2idx_mapping["flat.driveable_surface"] == 24

@@ -324,7 +324,9 @@ class SceneGenerator:
                 if cfg.semantic:
                     label_file = f"lidarseg/{self.writer.version}/{rec['token']}_lidarseg.bin"
                     sweep.labels.astype(np.uint8).tofile(self.root / label_file)
-                    self.writer.lidarseg.append({"token": token(self.writer.key, "lidarseg", rec["token"]),
+                    # As in nuScenes-lidarseg, the record's token is the sample_data token (the devkit looks
+                    # labels up by it).
+                    self.writer.lidarseg.append({"token": rec["token"],
                                                  "sample_data_token": rec["token"], "filename": label_file})
             self.progress.update(1)
         self._chain(records)

@@ -107,14 +107,39 @@ def _ground_region(view: CameraView, plane: np.ndarray, max_range: float, downsa
 # ----------------------------------------------------------------------------- box-derived labels
 
 
-def _box_hull(box: np.ndarray, view: CameraView, min_depth: float = 0.2) -> np.ndarray | None:
-    """Convex hull (int32 [M, 2] pixel polygon) of the projection of a box's volume; parts behind the
-    camera are clipped by projecting a dense grid of the box's surface and keeping what is in front."""
+def _box_hulls(box: np.ndarray, view: CameraView, lidar_faces_only: bool, min_depth: float = 0.2
+               ) -> list[np.ndarray]:
+    """Pixel polygons (int32 [M, 2]) covering the projection of a box: one convex hull of the whole box, or
+    (``lidar_faces_only``) one per face turned towards the LiDAR origin — where the LiDAR's points on the
+    object can lie. Parts behind the camera are clipped by projecting a dense grid of surface points and
+    keeping what is in front."""
     steps = np.linspace(-0.5, 0.5, 6)
     gx, gy, gz = np.meshgrid(steps, steps, steps, indexing="ij")
-    local = np.stack([gx.ravel() * box[3], gy.ravel() * box[4], gz.ravel() * box[5]], 1)
-    on_surface = np.isclose(np.abs(np.stack([gx.ravel(), gy.ravel(), gz.ravel()], 1)), 0.5).any(1)
-    local = local[on_surface]
+    unit = np.stack([gx.ravel(), gy.ravel(), gz.ravel()], 1)
+    cos, sin = np.cos(box[6]), np.sin(box[6])
+    if not lidar_faces_only:
+        hull = _project_hull(unit[np.isclose(np.abs(unit), 0.5).any(1)], box, view, min_depth)
+        return [] if hull is None else [hull]
+    out = []
+    for axis in range(3):
+        for sign in (-1.0, 1.0):
+            normal_local = np.zeros(3)
+            normal_local[axis] = sign
+            normal = np.array([cos * normal_local[0] - sin * normal_local[1],
+                               sin * normal_local[0] + cos * normal_local[1], normal_local[2]])
+            centre_local = normal_local * 0.5 * box[3:6]
+            centre = box[:3] + np.array([cos * centre_local[0] - sin * centre_local[1],
+                                         sin * centre_local[0] + cos * centre_local[1], centre_local[2]])
+            if normal @ centre >= 0:                  # faces away from the LiDAR at the origin
+                continue
+            hull = _project_hull(unit[np.isclose(unit[:, axis], 0.5 * sign)], box, view, min_depth)
+            if hull is not None:
+                out.append(hull)
+    return out
+
+
+def _project_hull(unit: np.ndarray, box: np.ndarray, view: CameraView, min_depth: float) -> np.ndarray | None:
+    local = unit * box[3:6]
     cos, sin = np.cos(box[6]), np.sin(box[6])
     pts = np.stack([local[:, 0] * cos - local[:, 1] * sin, local[:, 0] * sin + local[:, 1] * cos, local[:, 2]], 1)
     pts = pts + box[:3]
@@ -135,6 +160,7 @@ class BoxLabelProvider:
     ground_range_m: float = 30.0
     ground_threshold_m: float = 0.2
     use_ground: bool = True
+    lidar_faces_only: bool = False    # True: only the box faces turned to the LiDAR (measured: ~same masks)
 
     def point_labels(self, points: np.ndarray, boxes: np.ndarray, box_classes: np.ndarray,
                      plane: np.ndarray | None) -> np.ndarray:
@@ -158,8 +184,7 @@ class BoxLabelProvider:
         if len(boxes):
             centers = boxes[:, :3] @ view.T_cam_lidar[:3, :3].T + view.T_cam_lidar[:3, 3]
             for index in np.argsort(-centers[:, 2]):           # far to near: near boxes end on top
-                hull = _box_hull(boxes[index], view)
-                if hull is not None:
+                for hull in _box_hulls(boxes[index], view, self.lidar_faces_only):
                     cv2.fillConvexPoly(labels, hull, int(box_classes[index]))
         return labels
 

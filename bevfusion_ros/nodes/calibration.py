@@ -172,7 +172,7 @@ class CalibrationNode(Node):
         stamp = header_to_us(msg.header)
         try:
             from bevfusion_ros.calibration.providers import CameraView
-            points = live["to_xyz"](msg)
+            points, _ = live["to_xyz"](msg)
             det = live["detections"]
             if abs(header_to_us(det.header) - stamp) > 1e6 * float(p["max_camera_lidar_delay"]):
                 return

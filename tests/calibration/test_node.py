@@ -107,3 +107,68 @@ def test_node_applies_a_better_calibration_and_refuses_a_worse_one(toy, tmp_path
     finally:
         executor.shutdown()
         rclpy.try_shutdown(context=context)
+
+
+def test_node_collects_live_frames_from_topics(tmp_path, nuscenes_sample):
+    """LiDAR + detections + images + camera_info on their topics become a labeled frame (ONNX image labels,
+    box/ground LiDAR labels) in the node's buffer."""
+    import torch
+
+    from bevfusion_ros.calibration.providers import load_sample_json
+    from bevfusion_ros.frame import Detections
+    from bevfusion_ros.nodes.calibration import CalibrationNode
+    from bevfusion_ros.ros import outputs
+    from bevfusion_ros.ros.camera_info import make_camera_info
+    from bevfusion_ros.ros.image import rgb_to_compressed_image
+    from bevfusion_ros.ros.pointcloud import xyzi_to_pointcloud2
+    from bevfusion_ros.ros.time import make_header
+
+    model = torch.nn.Conv2d(3, 11, 1)
+    onnx_path = tmp_path / "seg.onnx"
+    torch.onnx.export(model, torch.zeros(1, 3, 36, 64), str(onnx_path), input_names=["image"], dynamo=False)
+    record = load_sample_json(nuscenes_sample, with_images=True)
+    path = tmp_path / "rig.yaml"
+    calib_io.save_rig_calibration(path, {"CAM_FRONT": lie.invert(record.views["CAM_FRONT"].T_cam_lidar)}, np.eye(4))
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    executor = MultiThreadedExecutor(num_threads=2, context=context)
+    try:
+        node = CalibrationNode(context=context, parameter_overrides=[
+            Parameter("calibration_file", value=str(path)), Parameter("frames", value=1),
+            Parameter("camera_names", value=["CAM_FRONT"]), Parameter("image_model", value=str(onnx_path)),
+            Parameter("collect_period", value=0.0), Parameter("threads", value=1)])
+        pub_node = rclpy.create_node("calibration_test_sensors", context=context)
+        from bevfusion_msgs.msg import DetectedObjects3D
+        from sensor_msgs.msg import CameraInfo, CompressedImage, PointCloud2
+
+        from bevfusion_ros.ros.qos import OUTPUT_QOS, PLAYER_QOS
+        pubs = {"lidar": pub_node.create_publisher(PointCloud2, "/LIDAR_TOP", PLAYER_QOS),
+                "image": pub_node.create_publisher(CompressedImage, "/CAM_FRONT/image_rect_compressed", PLAYER_QOS),
+                "info": pub_node.create_publisher(CameraInfo, "/CAM_FRONT/camera_info", PLAYER_QOS),
+                "det": pub_node.create_publisher(DetectedObjects3D, "/perception/detections", OUTPUT_QOS)}
+        executor.add_node(node)
+        executor.add_node(pub_node)
+        spinner = threading.Thread(target=executor.spin, daemon=True)
+        spinner.start()
+        stamp = record.stamp_us
+        boxes = np.zeros((len(record.boxes), 9))
+        boxes[:, :7] = record.boxes
+        detections = Detections(boxes=boxes, scores=np.ones(len(boxes), np.float32),
+                                labels=record.box_classes, attributes=np.full(len(boxes), -1))
+        view = record.views["CAM_FRONT"]
+        deadline = time.monotonic() + 30.0
+        while node.session.frame_count == 0 and time.monotonic() < deadline:
+            pubs["info"].publish(make_camera_info(view.intrinsic, 1600, 900, "CAM_FRONT", stamp))
+            pubs["image"].publish(rgb_to_compressed_image(view.image, "CAM_FRONT", stamp))
+            pubs["det"].publish(outputs.detected_objects_msg(detections, make_header(stamp, "LIDAR_TOP")))
+            time.sleep(0.3)
+            pubs["lidar"].publish(xyzi_to_pointcloud2(record.points[:, :4], "LIDAR_TOP", stamp))
+            time.sleep(0.5)
+        assert node.session.frame_count == 1
+        frame = node.session._frames[-1]
+        assert set(frame.cameras) == {"CAM_FRONT"} and frame.cameras["CAM_FRONT"].labels.shape == (900, 1600)
+        assert (frame.point_labels == 10).sum() > 5000 and ((frame.point_labels >= 0) & (frame.point_labels < 10)).sum() > 500
+    finally:
+        executor.shutdown()
+        rclpy.try_shutdown(context=context)

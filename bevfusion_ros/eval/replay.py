@@ -569,7 +569,7 @@ def soak(bag: Path, params_file: Path, rate: float, seconds: float, out_dir: Pat
         except subprocess.TimeoutExpired:
             player.kill()
         time.sleep(2.0)
-        crashed = graph.exited()
+        crashed = bool(graph.exited())
     finally:
         graph.stop()
         executor.shutdown(timeout_sec=2.0)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -153,7 +152,6 @@ class PerceptionNode(Node):
         self.log_limiter = LogLimiter(p["log_period"])
         self.active = bool(p["autostart"])
         self._calib_mtime: float | None = None
-        self._publish_lock = threading.Lock()
 
         # ---- publishers
         try:
@@ -210,6 +208,10 @@ class PerceptionNode(Node):
         self._check_calibration_file()
         self.worker = LatestOnlyWorker(self._process, on_drop=self._on_drop, on_error=self._on_worker_error,
                                        name="perception-model")
+        self.secondary = LatestOnlyWorker(self._publish_secondary, name="perception-secondary-outputs",
+                                          on_drop=lambda item: self.diag.count("secondary_outputs_skipped"),
+                                          on_error=lambda item, err: self._bad_input("secondary_outputs_error",
+                                                                                     str(err)))
         self.get_logger().info(
             f"perception ready: backend={p['backend']} sweeps={sweeps} cameras={len(self.camera_names)} "
             f"{'compressed' if p['compressed_images'] else 'raw'} images, "
@@ -398,18 +400,14 @@ class PerceptionNode(Node):
         result = self.pipeline.infer(frame)
         inferred = time.perf_counter()
         header = make_header(sweep.stamp_us, sweep.frame_id)
-        with self._publish_lock:
-            if self.pub_objects is not None:
-                self.pub_objects.publish(outputs.detected_objects_msg(result.detections, header))
-            end_to_end_ms = (time.time_ns() - job.received_ns) * 1e-6
-            if self.pub_vision is not None:
-                self.pub_vision.publish(outputs.detection3d_array_msg(result.detections, header))
-            if self.params["publish_markers"]:
-                self.pub_markers.publish(outputs.markers_msg(result.detections, header,
-                                                             self.params["marker_score_threshold"]))
-            if self.params["publish_map"] and result.bev_map is not None:
-                for name, grid in outputs.occupancy_grids(result.bev_map, header).items():
-                    self.pub_maps[name].publish(grid)
+        if self.pub_objects is not None:
+            self.pub_objects.publish(outputs.detected_objects_msg(result.detections, header))
+        end_to_end_ms = (time.time_ns() - job.received_ns) * 1e-6
+        if self.params["publish_map"] and result.bev_map is not None:
+            for name, grid in outputs.occupancy_grids(result.bev_map, header).items():
+                self.pub_maps[name].publish(grid)
+        # vision_msgs and markers (hundreds of Python message objects) on their own thread, off the model's
+        self.secondary.submit((result.detections, header))
         published = time.perf_counter()
         stages = {"ingest": job.ingest_ms, "assemble": (assembled - start) * 1e3,
                   "model": (inferred - assembled) * 1e3, "publish": (published - inferred) * 1e3,
@@ -422,8 +420,16 @@ class PerceptionNode(Node):
                              model_ms=result.timings_ms, masked=masked, points=int(len(frame.points)),
                              detections=len(result.detections), notes=sorted(set(job.notes + notes)))
 
+    def _publish_secondary(self, item) -> None:
+        detections, header = item
+        if self.pub_vision is not None:
+            self.pub_vision.publish(outputs.detection3d_array_msg(detections, header))
+        if self.params["publish_markers"]:
+            self.pub_markers.publish(outputs.markers_msg(detections, header, self.params["marker_score_threshold"]))
+
     def destroy_node(self):
         self.worker.stop()
+        self.secondary.stop()
         return super().destroy_node()
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import array
 
 import numpy as np
-from builtin_interfaces.msg import Duration
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Point, Pose, Quaternion, Vector3
 from nav_msgs.msg import MapMetaData, OccupancyGrid
@@ -36,21 +35,33 @@ CLASS_COLORS: dict[str, tuple[float, float, float]] = {
 BOX_EDGES = ((0, 1), (1, 2), (2, 3), (3, 0), (4, 5), (5, 6), (6, 7), (7, 4), (0, 4), (1, 5), (2, 6), (3, 7))
 
 
-def _pose(box: np.ndarray) -> Pose:
-    w, x, y, z = geo.yaw_to_quat_wxyz(float(box[6]))
+def _rows(detections: Detections) -> list[tuple]:
+    """Per detection, plain Python values (numpy scalars make message construction several times slower):
+    (box [9] floats, qz, qw, score, label index, label name, attribute name)."""
+    boxes = np.asarray(detections.boxes, dtype=np.float64).reshape(-1, geo.BOX_DIM)
+    half = boxes[:, 6] / 2.0
+    labels = np.asarray(detections.labels).astype(np.int64).tolist()
+    attributes = np.asarray(detections.attributes).astype(np.int64).tolist() if len(detections.attributes) \
+        else [-1] * len(labels)
+    return [(box, qz, qw, score, label, DETECTION_CLASSES[label], ATTRIBUTES[attr] if 0 <= attr < len(ATTRIBUTES)
+             else "")
+            for box, qz, qw, score, label, attr in zip(boxes.tolist(), np.sin(half).tolist(), np.cos(half).tolist(),
+                                                       np.asarray(detections.scores, np.float64).tolist(), labels,
+                                                       attributes)]
+
+
+def _pose(box: list, qz: float, qw: float) -> Pose:
     pose = Pose()
-    pose.position.x, pose.position.y, pose.position.z = float(box[0]), float(box[1]), float(box[2])
-    pose.orientation = Quaternion(x=float(x), y=float(y), z=float(z), w=float(w))
+    position, orientation = pose.position, pose.orientation
+    position.x, position.y, position.z = box[0], box[1], box[2]
+    orientation.z, orientation.w = qz, qw
     return pose
 
 
-def _label(labels: np.ndarray, i: int) -> str:
-    return DETECTION_CLASSES[int(labels[i])]
-
-
-def _attribute(attributes: np.ndarray, i: int) -> str:
-    index = int(attributes[i])
-    return ATTRIBUTES[index] if 0 <= index < len(ATTRIBUTES) else ""
+def _vector(x: float, y: float, z: float) -> Vector3:
+    v = Vector3()
+    v.x, v.y, v.z = x, y, z
+    return v
 
 
 def detected_objects_msg(detections: Detections, header: Header):
@@ -59,14 +70,13 @@ def detected_objects_msg(detections: Detections, header: Header):
 
     msg = DetectedObjects3D(header=header)
     objects = []
-    for i in range(len(detections)):
-        box = detections.boxes[i]
-        objects.append(DetectedObject3D(
-            label=_label(detections.labels, i), label_id=int(detections.labels[i]),
-            score=float(detections.scores[i]), pose=_pose(box),
-            size=Vector3(x=float(box[3]), y=float(box[4]), z=float(box[5])),
-            velocity=Vector3(x=float(box[7]), y=float(box[8]), z=0.0),
-            attribute=_attribute(detections.attributes, i)))
+    for box, qz, qw, score, label, name, attribute in _rows(detections):
+        obj = DetectedObject3D()
+        obj.label, obj.label_id, obj.score, obj.attribute = name, label, score, attribute
+        obj.pose = _pose(box, qz, qw)
+        obj.size = _vector(box[3], box[4], box[5])
+        obj.velocity = _vector(box[7], box[8], 0.0)
+        objects.append(obj)
     msg.objects = objects
     return msg
 
@@ -96,57 +106,70 @@ def detection3d_array_msg(detections: Detections, header: Header):
 
     msg = Detection3DArray(header=header)
     out = []
-    for i in range(len(detections)):
-        box = detections.boxes[i]
-        pose = _pose(box)
-        hypothesis = ObjectHypothesisWithPose(
-            hypothesis=ObjectHypothesis(class_id=_label(detections.labels, i), score=float(detections.scores[i])))
-        hypothesis.pose.pose = pose
-        out.append(Detection3D(header=header, results=[hypothesis], bbox=BoundingBox3D(
-            center=pose, size=Vector3(x=float(box[3]), y=float(box[4]), z=float(box[5])))))
+    for box, qz, qw, score, _label, name, _attribute in _rows(detections):
+        hypothesis = ObjectHypothesisWithPose()
+        hypothesis.hypothesis = ObjectHypothesis(class_id=name, score=score)
+        hypothesis.pose.pose = _pose(box, qz, qw)
+        bbox = BoundingBox3D()
+        bbox.center = _pose(box, qz, qw)
+        bbox.size = _vector(box[3], box[4], box[5])
+        detection = Detection3D(header=header)
+        detection.results = [hypothesis]
+        detection.bbox = bbox
+        out.append(detection)
     msg.detections = out
     return msg
 
 
+def _point(x: float, y: float, z: float) -> Point:
+    p = Point()
+    p.x, p.y, p.z = x, y, z
+    return p
+
+
 def markers_msg(detections: Detections, header: Header, min_score: float = 0.0, namespace: str = "bevfusion",
                 min_speed: float = 0.2) -> MarkerArray:
-    """Boxes (LINE_LIST), labels (TEXT_VIEW_FACING) and velocity arrows; a DELETEALL marker first, so
-    RViz shows exactly this frame's objects."""
+    """A DELETEALL marker first (RViz then shows exactly this frame's objects), one LINE_LIST with every box
+    outline (vertex colours by class: one Marker instead of one per box, as Marker construction dominates the
+    cost), then per box a TEXT_VIEW_FACING label and, when moving, an ARROW for its velocity."""
     markers = [Marker(header=header, ns=namespace, id=0, action=Marker.DELETEALL)]
-    keep = np.flatnonzero(detections.scores >= min_score)
-    corners = geo.box_corners(detections.boxes[keep]) if len(keep) else np.zeros((0, 8, 3))
-    lifetime = Duration(sec=0, nanosec=0)
-    for k, i in enumerate(keep):
-        label = _label(detections.labels, i)
-        r, g, b = CLASS_COLORS.get(label, (1.0, 1.0, 1.0))
-        color = ColorRGBA(r=r, g=g, b=b, a=1.0)
-        box = detections.boxes[i]
-        outline = Marker(header=header, ns=f"{namespace}/boxes", id=int(i), type=Marker.LINE_LIST,
-                         action=Marker.ADD, color=color, lifetime=lifetime)
-        outline.pose.orientation.w = 1.0
-        outline.scale.x = 0.08
-        c = corners[k]
-        outline.points = [Point(x=float(c[j, 0]), y=float(c[j, 1]), z=float(c[j, 2]))
-                          for edge in BOX_EDGES for j in edge]
-        text = Marker(header=header, ns=f"{namespace}/labels", id=int(i), type=Marker.TEXT_VIEW_FACING,
-                      action=Marker.ADD, color=color, lifetime=lifetime,
-                      text=f"{label} {float(detections.scores[i]):.2f}")
-        text.pose.position.x, text.pose.position.y = float(box[0]), float(box[1])
-        text.pose.position.z = float(box[2] + box[5] / 2 + 0.5)
+    keep = np.flatnonzero(np.asarray(detections.scores) >= min_score)
+    if len(keep) == 0:
+        return MarkerArray(markers=markers)
+    subset = Detections(np.asarray(detections.boxes)[keep], np.asarray(detections.scores)[keep],
+                        np.asarray(detections.labels)[keep],
+                        np.asarray(detections.attributes)[keep] if len(detections.attributes) else np.full(len(keep), -1))
+    corners = geo.box_corners(subset.boxes)[:, [j for edge in BOX_EDGES for j in edge]].tolist()   # K, 24, 3
+    colors = {}
+    outlines = Marker(header=header, ns=f"{namespace}/boxes", id=0, type=Marker.LINE_LIST, action=Marker.ADD)
+    outlines.pose.orientation.w = 1.0
+    outlines.scale.x = 0.08
+    outlines.color.a = 1.0
+    points, vertex_colors, labels, arrows = [], [], [], []
+    for index, (box, _qz, _qw, score, _label, name, _attribute), box_corners in zip(keep.tolist(), _rows(subset),
+                                                                                  corners):
+        color = colors.get(name)
+        if color is None:
+            r, g, b = CLASS_COLORS.get(name, (1.0, 1.0, 1.0))
+            color = colors[name] = ColorRGBA(r=r, g=g, b=b, a=1.0)
+        points += [_point(*c) for c in box_corners]
+        vertex_colors += [color] * len(box_corners)
+        text = Marker(header=header, ns=f"{namespace}/labels", id=index, type=Marker.TEXT_VIEW_FACING,
+                      action=Marker.ADD, color=color, text=f"{name} {score:.2f}")
+        text.pose.position = _point(box[0], box[1], box[2] + box[5] / 2 + 0.5)
         text.pose.orientation.w = 1.0
         text.scale.z = 0.6
-        markers += [outline, text]
-        speed = float(np.hypot(box[7], box[8]))
-        if speed >= min_speed:
-            arrow = Marker(header=header, ns=f"{namespace}/velocity", id=int(i), type=Marker.ARROW,
-                           action=Marker.ADD, color=color, lifetime=lifetime)
+        labels.append(text)
+        if (box[7] ** 2 + box[8] ** 2) ** 0.5 >= min_speed:
+            arrow = Marker(header=header, ns=f"{namespace}/velocity", id=index, type=Marker.ARROW,
+                           action=Marker.ADD, color=color)
             arrow.pose.orientation.w = 1.0
             arrow.scale.x, arrow.scale.y, arrow.scale.z = 0.15, 0.3, 0.3
-            start = Point(x=float(box[0]), y=float(box[1]), z=float(box[2]))
-            end = Point(x=float(box[0] + box[7]), y=float(box[1] + box[8]), z=float(box[2]))
-            arrow.points = [start, end]
-            markers.append(arrow)
-    return MarkerArray(markers=markers)
+            arrow.points = [_point(box[0], box[1], box[2]), _point(box[0] + box[7], box[1] + box[8], box[2])]
+            arrows.append(arrow)
+    outlines.points = points
+    outlines.colors = vertex_colors
+    return MarkerArray(markers=markers + [outlines] + labels + arrows)
 
 
 def occupancy_grids(bev_map: BEVMap, header: Header, classes: tuple[str, ...] = MAP_CLASSES

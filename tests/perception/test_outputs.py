@@ -54,12 +54,14 @@ def test_markers_start_with_deleteall_and_draw_boxes_labels_and_arrows_for_movin
     msg = outputs.markers_msg(sample_detections(), make_header(5, "LIDAR_TOP"), min_score=0.1)
     assert msg.markers[0].action == Marker.DELETEALL
     types = [m.type for m in msg.markers[1:]]
-    assert types.count(Marker.LINE_LIST) == 2 and types.count(Marker.TEXT_VIEW_FACING) == 2
+    assert types.count(Marker.LINE_LIST) == 1 and types.count(Marker.TEXT_VIEW_FACING) == 2
     assert types.count(Marker.ARROW) == 1                 # the pedestrian stands still
-    outline = msg.markers[1]
-    assert len(outline.points) == 24
-    xs = [p.x for p in outline.points]
+    outlines = msg.markers[1]
+    assert len(outlines.points) == 2 * 24 and len(outlines.colors) == 2 * 24   # 12 edges per box
+    xs = [p.x for p in outlines.points[:24]]
     assert min(xs) > 10 - 2.6 and max(xs) < 10 + 2.6
+    assert outlines.colors[0].r == outputs.CLASS_COLORS["car"][0]
+    assert outlines.colors[24].b == outputs.CLASS_COLORS["pedestrian"][2]
     assert msg.markers[2].text.startswith("car 0.90")
     only_confident = outputs.markers_msg(sample_detections(), make_header(5, "LIDAR_TOP"), min_score=0.5)
     assert len(only_confident.markers) == 1 + 3

@@ -145,6 +145,13 @@ def build_parts(agent: Agent, rng: np.random.Generator) -> list:
                 add(x, side * (width / 2 - wheel_width / 2 - inset), 0.0, 2 * radius, 2 * radius * 0.9,
                     wheel_width, TIRE, sem.MAT_RUBBER)
 
+    def lights(z0, z1, inset=0.25, size=0.3):
+        """Head lights (front, warm white) and tail lights (rear, red): they tell front from back."""
+        for side in (-1, 1):
+            y = side * (width / 2 - inset)
+            add(length / 2 - 0.02, y, z0, z1, 0.05, size, (250, 245, 215), sem.MAT_RETRO)
+            add(-length / 2 + 0.02, y, z0, z1, 0.05, size, (200, 20, 20), sem.MAT_RETRO)
+
     if det == "car":
         body = CAR_COLORS[rng.integers(len(CAR_COLORS))] + rng.integers(-10, 11, 3)
         belt = 0.25 + 0.5 * (height - 0.25)
@@ -153,6 +160,7 @@ def build_parts(agent: Agent, rng: np.random.Generator) -> list:
         add(-length * 0.06, 0.0, belt, height - 0.06, length * 0.52, width * 0.86, GLASS, sem.MAT_GLASS)
         add(-length * 0.06, 0.0, height - 0.06, height, length * 0.48, width * 0.84, body, sem.MAT_PAINTED_METAL)
         add(length / 2 - 0.03, 0.0, 0.35, 0.5, 0.06, 0.5, (230, 230, 230), sem.MAT_RETRO)   # plate
+        lights(belt - 0.22, belt - 0.06)
     elif det == "truck":
         cab = CAR_COLORS[rng.integers(len(CAR_COLORS))]
         cargo = np.array([[225, 225, 225], [180, 180, 185], [200, 60, 40], [40, 90, 160]])[rng.integers(4)]
@@ -162,12 +170,14 @@ def build_parts(agent: Agent, rng: np.random.Generator) -> list:
         add(length / 2 - cab_len / 2 - 0.1, 0.0, height * 0.55, height * 0.82, cab_len * 0.85, width * 0.92,
             GLASS, sem.MAT_GLASS)
         add(-cab_len / 2, 0.0, 0.9, height, length - cab_len - 0.1, width, cargo, sem.MAT_PAINTED_METAL)
+        lights(0.6, 0.8, inset=0.3)
     elif det == "bus":
         body = np.array([[200, 40, 40], [230, 230, 225], [40, 90, 170], [60, 140, 70]])[rng.integers(4)]
         wheels(0.5, (length / 2 - 2.4, -length / 2 + 2.8))
         add(0.0, 0.0, 0.35, height, length, width - 0.06, body, sem.MAT_PAINTED_METAL)
         add(0.0, 0.0, height * 0.45, height * 0.85, length - 0.8, width, GLASS, sem.MAT_GLASS)
         add(length / 2 - 0.02, 0.0, 0.8, height * 0.85, 0.04, width * 0.8, GLASS, sem.MAT_GLASS)
+        lights(0.5, 0.7, inset=0.35)
     elif det == "trailer":
         body = np.array([[200, 200, 200], [150, 150, 155], [90, 100, 120], [180, 150, 110]])[rng.integers(4)]
         wheels(0.5, (-length / 2 + 1.2, -length / 2 + 2.4))

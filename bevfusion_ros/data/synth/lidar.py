@@ -4,7 +4,7 @@ Each sweep fires `azimuth_steps` columns of 32 beams (elevations -30.67..+10.67 
 in nuScenes' ``.pcd.bin``). Rays are intersected with the ground plane z = 0 and with every box (slab test)
 whose azimuth and elevation extent the ray can reach, all vectorized as (ray, box) pairs; the nearest hit
 wins, which gives occlusion. Returns carry range noise, random dropout, a material-dependent intensity
-(0..255 with noise, weaker with range) and the ring index. All rays of a sweep leave from one pose: motion
+(0..255 with noise, weaker with range and, on the ground, at grazing incidence) and the ring index. All rays of a sweep leave from one pose: motion
 during the 50 ms sweep is not modelled.
 """
 from __future__ import annotations
@@ -147,7 +147,9 @@ def cast(model: LidarModel, dirs_sensor: np.ndarray, T_world_sensor: np.ndarray,
     t_noisy = t_true + rng.normal(0.0, model.range_noise, len(keep))
     xyz = dirs_sensor[keep] * t_noisy[:, None]
     mean, std = sem.MATERIAL_INTENSITY[material, 0], sem.MATERIAL_INTENSITY[material, 1]
-    intensity = (mean + std * rng.standard_normal(len(keep))) * (1.0 - 0.35 * t_true / model.max_range)
+    # Weaker returns at grazing incidence on the ground (|cos| of the ray to the ground normal).
+    incidence = np.where(is_ground, 0.45 + 0.55 * np.sqrt(np.abs(dirs[keep, 2])), 1.0)
+    intensity = (mean + std * rng.standard_normal(len(keep))) * (1.0 - 0.35 * t_true / model.max_range) * incidence
     intensity = np.clip(np.round(intensity), 0, 255)
     ring_idx = keep % n_rings
     points = np.concatenate([xyz, intensity[:, None], ring_idx[:, None]], 1).astype(np.float32)

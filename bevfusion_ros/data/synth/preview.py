@@ -33,7 +33,7 @@ def camera_with_points(nusc, root: Path, sample: dict, channel: str = "CAM_FRONT
     colors = cv2.applyColorMap(np.clip(255 - depth / 60.0 * 255, 0, 255).astype(np.uint8)[:, None],
                                cv2.COLORMAP_JET)[:, 0]
     for (u, v), color in zip(uv.astype(int), colors):
-        cv2.circle(image, (int(u), int(v)), 2, tuple(int(c) for c in color), -1)
+        cv2.circle(image, (int(u), int(v)), 3, tuple(int(c) for c in color), -1)
     return image
 
 

@@ -1,6 +1,8 @@
 """Read sensor extrinsics from a calibration YAML (``calib/*.yaml``, as SemAlign writes them).
 
-Accepted layout (each sensor either a 4x4 matrix or translation + quaternion w, x, y, z; extra keys are
+Files with a ``transforms:`` list (the rig format of docs/calibration.md, written by the calibration tools)
+are read with ``bevfusion_ros.calibration.calib_io.load_rig``, the one reader of that format. Otherwise the
+accepted layout (each sensor either a 4x4 matrix or translation + quaternion w, x, y, z; extra keys are
 ignored, so richer files from the calibration tools load too)::
 
     base_frame: base_link
@@ -47,6 +49,12 @@ def load_extrinsics(path: str | Path) -> tuple[str, dict[str, np.ndarray]]:
         raise UserError(f"cannot read calibration file {path}: {err}") from None
     if not isinstance(data, dict):
         raise UserError(f"calibration file {path}: expected a mapping at the top level")
+    if "transforms" in data:
+        from bevfusion_ros.calibration.calib_io import load_rig
+
+        rig = load_rig(path)      # CalibrationFileError is a UserError
+        frames = {child for (_, child) in rig.transforms} - {rig.base_frame}
+        return rig.base_frame, {frame: rig.T_base(frame) for frame in sorted(frames)}
     sensors = next((data[key] for key in ("sensors", "extrinsics", "sensor2ego") if key in data), None)
     if not isinstance(sensors, dict) or not sensors:
         raise UserError(f"calibration file {path}: no 'sensors:' mapping of sensor frame -> extrinsics")

@@ -39,6 +39,11 @@ class StubPipeline:
         self.plan_rebuilds = 0
 
     def infer(self, frame):
+        key = tuple(np.round(np.concatenate([c.T_lidar_cam.ravel(), c.intrinsic.ravel()]), 9).tobytes()
+                    for c in frame.cameras)
+        if key != getattr(self, "_plan_key", None):     # what PerceptionPipeline does with its bev_pool plan
+            self._plan_key = key
+            self.plan_rebuilds += 1
         if self.delay_s:
             time.sleep(self.delay_s)
         if frame.stamp_us in self.fail_stamps:

@@ -258,3 +258,61 @@ def test_set_active_false_stops_processing_and_true_resumes_it(graph):
     future = client.call_async(SetBool.Request(data=True))
     graph.wait_for(lambda: future.done(), "set_active true")
     assert_processed_normally(graph)
+
+
+def test_a_new_calibration_file_is_picked_up_live_and_the_plan_rebuilt_once(tmp_path):
+    import os
+    import time
+
+    from tests.perception.node_harness import T_BASE_CAM
+
+    moved = T_BASE_CAM.copy()
+    moved[1, 3] += 0.3
+
+    def write(T):
+        text = "base_frame: base_link\nsensors:\n" + "".join(
+            f"  {name}: {{T_base_sensor: {T.tolist()}}}\n" for name in CAMERA_NAMES)
+        path = tmp_path / "rig.yaml"
+        path.write_text(text)
+        os.utime(path, (time.time() + 1, time.time() + 1))   # a new mtime even within one second
+        return path
+
+    path = write(T_BASE_CAM)
+    g = NodeGraph(calibration_file=str(path))
+    try:
+        g.publish_camera_info()
+        stamp = 1_700_000_000_000_000
+        for _ in range(3):
+            stamp += 50_000
+            assert g.send_frame(stamp)["status"] == "processed"
+        assert g.pipeline.plan_rebuilds - 1 == 1          # warm-up frame, then the calibration: once
+        first = g.pipeline.frames[-1].cameras[0].T_lidar_cam.copy()
+        write(moved)
+        g.wait_for(lambda: g.node.diag.snapshot()["info"]["calibration"] == str(path)
+                   and g.node.assembler._calibration["CAM_FRONT"][1, 3] == moved[1, 3], "calibration reload")
+        for _ in range(3):
+            stamp += 50_000
+            assert g.send_frame(stamp)["status"] == "processed"
+        after = g.pipeline.frames[-1].cameras[0].T_lidar_cam
+        assert not np.allclose(first, after)
+        assert g.pipeline.plan_rebuilds - 1 == 2          # rebuilt once for the new calibration, not per frame
+    finally:
+        g.close()
+
+
+def test_a_republished_tf_static_changes_the_extrinsics(graph):
+    from tf2_msgs.msg import TFMessage
+
+    from tests.perception.node_harness import T_BASE_CAM, T_BASE_LIDAR, transform_stamped
+
+    stamp, _ = assert_processed_normally(graph)
+    before = graph.pipeline.frames[-1].cameras[0].T_lidar_cam.copy()
+    moved = T_BASE_CAM.copy()
+    moved[2, 3] += 0.2
+    graph.pub_tf_static.publish(TFMessage(transforms=[transform_stamped("base_link", "LIDAR_TOP", 0, T_BASE_LIDAR)]
+                                          + [transform_stamped("base_link", c, 0, moved) for c in CAMERA_NAMES]))
+    graph.wait_for(lambda: abs(graph.node.tf.lookup("base_link", "CAM_FRONT", None)[2, 3] - moved[2, 3]) < 1e-9,
+                   "new tf_static")
+    assert_processed_normally(graph)
+    after = graph.pipeline.frames[-1].cameras[0].T_lidar_cam
+    assert abs((after - before)[:3, 3]).max() == pytest.approx(0.2, abs=1e-6)

@@ -70,8 +70,7 @@ class CalibrationConfig:
     threads: int | None = None
 
     def to_dict(self) -> dict:
-        out = asdict(self)
-        return out
+        return asdict(self)
 
     @staticmethod
     def from_dict(data: dict) -> "CalibrationConfig":
@@ -227,7 +226,6 @@ class Calibrator:
         base_t = torch.from_numpy(np.asarray(base, np.float64))
         with torch.no_grad():
             prior_loss = float(loss_fn(base_t[None].float(), fine, None)[0])
-            prior_visible = float(visible_fraction(problem, base_t[None].float().to(self.device))[0])
         chunk = max(8, int(4_000_000 // max(1, problem.num_groups * 128)))
         survivors, _, evaluated = coarse_search(loss_fn, base_t, math.radians(cfg.rot_range_deg), cfg.trans_range_m,
                                                 search_rounds, seed=cfg.seed, chunk=chunk)
@@ -253,7 +251,6 @@ class Calibrator:
             return UnitResult(name, cameras, base, prior_loss, prior_loss, confidence, False,
                               f"no improvement over the prior (loss {best_loss:.4f} >= {prior_loss:.4f}); prior kept",
                               **common)
-        del prior_visible
         return UnitResult(name, cameras, best, best_loss, prior_loss, confidence, True,
                           f"loss {prior_loss:.4f} -> {best_loss:.4f}", **common)
 

@@ -47,7 +47,7 @@ from bevfusion_ros.classes import CAMERA_NAMES
 from bevfusion_ros.errors import UserError
 from bevfusion_ros.paths import share_dir
 from bevfusion_ros.ros.qos import CALIBRATION_QOS, OUTPUT_QOS, SENSOR_QOS, TF_STATIC_PUBLISHER_QOS
-from bevfusion_ros.ros.time import header_to_us, us_to_time
+from bevfusion_ros.ros.time import header_to_us
 
 try:
     from tf2_msgs.msg import TFMessage

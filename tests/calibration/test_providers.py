@@ -8,7 +8,6 @@ from bevfusion_ros.calibration.loss import alignment_loss
 from bevfusion_ros.calibration.providers import (GROUND, BoxLabelProvider, CameraView, OnnxSegmentationProvider,
                                                  load_sample_json, sample_semantic_frame)
 from bevfusion_ros.calibration.semalign import Calibrator
-from bevfusion_ros.classes import DETECTION_CLASSES
 from bevfusion_ros.errors import UserError
 
 

@@ -13,6 +13,7 @@ from typing import Optional
 import torch
 
 from ..kmap.kernel_map import KernelMap
+from . import threads
 
 
 # Rows per chunk of the per-offset gather-GEMM-scatter (the gathered block stays in L2) and of the
@@ -44,29 +45,78 @@ def conv_forward(feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap,
     return out
 
 
+def _sorted_by_output(kmap: KernelMap) -> bool:
+    """Whether every offset's pairs are sorted by output row (true for the maps kmap.build produces)."""
+    flag = kmap._cache.get("sorted_by_output")
+    if flag is None:
+        flag = True
+        for k in range(kmap.kernel_volume):
+            start, stop = kmap.offsets_ptr[k], kmap.offsets_ptr[k + 1]
+            if stop - start > 1 and not bool((kmap.out_idx[start + 1:stop] >= kmap.out_idx[start:stop - 1]).all()):
+                flag = False
+                break
+        kmap._cache["sorted_by_output"] = flag
+    return flag
+
+
+def _workers_for(feats: torch.Tensor, kmap: KernelMap) -> int:
+    if feats.device.type != "cpu" or torch.get_num_threads() < 2 or not _sorted_by_output(kmap):
+        return 1
+    return torch.get_num_threads()
+
+
 def gather_gemm_scatter_forward(feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap,
                                 chunk: int = PAIR_CHUNK) -> torch.Tensor:
     c_in, c_out = weight.shape[1], weight.shape[2]
     centre = kmap.identity_offset
+    identity = centre is not None and kmap.n_in == kmap.n_out
+    workers = _workers_for(feats, kmap)
+    out = feats.new_empty((kmap.n_out, c_out)) if identity else feats.new_zeros((kmap.n_out, c_out))
+    if workers == 1:
+        _gather_gemm_scatter_rows(feats, weight, kmap, out, 0, kmap.n_out, None, chunk)
+        return out
+    parts = max(1, min(workers, kmap.n_out // 2048))
+    ranges = threads.row_ranges(kmap.n_out, parts)
+    key = ("bounds", parts)
+    bounds = kmap._cache.get(key)
+    if bounds is None:
+        bounds = kmap._cache[key] = threads.offset_row_bounds(
+            kmap.out_idx, kmap.offsets_ptr, [begin for begin, _ in ranges] + [kmap.n_out])
+    index_of = {begin: j for j, (begin, _) in enumerate(ranges)}
+
+    def task(begin: int, end: int) -> None:
+        j = index_of[begin]
+        spans = [(bounds[k][j], bounds[k][j + 1]) for k in range(kmap.kernel_volume)]
+        _gather_gemm_scatter_rows(feats, weight, kmap, out, begin, end, spans, chunk)
+
+    threads.run_partitioned(task, kmap.n_out, parts, min_rows=1)
+    return out
+
+
+def _gather_gemm_scatter_rows(feats, weight, kmap, out, row_begin, row_end, spans, chunk) -> None:
+    """Accumulate into out[row_begin:row_end] the pairs whose output row lies there (spans[k]: their range)."""
+    c_in, c_out = weight.shape[1], weight.shape[2]
+    centre = kmap.identity_offset
     if centre is not None and kmap.n_in == kmap.n_out:
-        out = torch.mm(feats, weight[centre])
-    else:
-        out = feats.new_zeros((kmap.n_out, c_out))
-    longest = max((kmap.offsets_ptr[k + 1] - kmap.offsets_ptr[k] for k in range(kmap.kernel_volume)), default=0)
+        torch.mm(feats[row_begin:row_end], weight[centre], out=out[row_begin:row_end])
+    if spans is None:
+        spans = [(kmap.offsets_ptr[k], kmap.offsets_ptr[k + 1]) for k in range(kmap.kernel_volume)]
+    longest = max((stop - start for k, (start, stop) in enumerate(spans) if k != centre), default=0)
     rows = min(chunk, longest)
+    if rows == 0:
+        return
     gathered = feats.new_empty((rows, c_in))
     product = feats.new_empty((rows, c_out))
     for k in range(kmap.kernel_volume):
         if k == centre:
             continue
-        start, stop = kmap.offsets_ptr[k], kmap.offsets_ptr[k + 1]
+        start, stop = spans[k]
         for begin in range(start, stop, chunk):
             end = min(begin + chunk, stop)
             m = end - begin
             g = torch.index_select(feats, 0, kmap.in_idx[begin:end], out=gathered[:m])
             p = torch.mm(g, weight[k], out=product[:m])
             out.index_add_(0, kmap.out_idx[begin:end], p)
-    return out
 
 
 def im2col_forward(feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap,
@@ -78,14 +128,18 @@ def im2col_forward(feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap,
     padded = torch.cat([feats, feats.new_zeros((1, c_in))])
     flat_weight = weight.reshape(volume * c_in, weight.shape[2])
     out = feats.new_empty((n_out, weight.shape[2]))
-    rows = min(chunk, n_out)
-    columns = feats.new_empty((rows * volume, c_in))
     flat_table = table.view(-1)
-    for begin in range(0, n_out, chunk):
-        end = min(begin + chunk, n_out)
-        m = end - begin
-        g = torch.index_select(padded, 0, flat_table[begin * volume:end * volume], out=columns[:m * volume])
-        torch.mm(g.view(m, volume * c_in), flat_weight, out=out[begin:end])
+
+    def task(row_begin: int, row_end: int) -> None:
+        rows = min(chunk, row_end - row_begin)
+        columns = feats.new_empty((rows * volume, c_in))
+        for begin in range(row_begin, row_end, chunk):
+            end = min(begin + chunk, row_end)
+            m = end - begin
+            g = torch.index_select(padded, 0, flat_table[begin * volume:end * volume], out=columns[:m * volume])
+            torch.mm(g.view(m, volume * c_in), flat_weight, out=out[begin:end])
+
+    threads.run_partitioned(task, n_out, _workers_for(feats, kmap))
     return out
 
 

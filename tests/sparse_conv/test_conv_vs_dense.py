@@ -129,14 +129,21 @@ def test_gradients_pass_gradcheck_in_float64(mode):
     assert torch.autograd.gradcheck(run, (feats, weight, bias), eps=1e-6, atol=1e-7)
 
 
-def test_forward_is_bitwise_deterministic_with_two_threads():
-    coords, feats, gen = _inputs(7, c_in=16, density=0.5)
-    weight = _weight(gen, (3, 3, 3), 16, 16)
-    previous = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        results = [functional.submanifold_conv3d(sc.SparseTensor(feats, coords, SHAPE, BATCH), weight).feats
-                   for _ in range(3)]
-    finally:
-        torch.set_num_threads(previous)
-    assert all(torch.equal(results[0], r) for r in results[1:])
+@pytest.mark.parametrize("mode", ["submanifold", "strided"])
+def test_forward_is_bitwise_deterministic_per_thread_count_and_agrees_across_counts(mode):
+    gen = torch.Generator().manual_seed(7)
+    shape = (40, 40, 12)
+    coords = shuffled(random_sites(1, shape, 0.3, gen), gen)
+    feats = torch.randn(coords.shape[0], 48, generator=gen)
+    weight = _weight(gen, (3, 3, 3), 48, 40)
+    results: dict[int, list[torch.Tensor]] = {}
+    for threads in (1, 2, 3, 2, 3):
+        torch.set_num_threads(threads)
+        x = sc.SparseTensor(feats, coords, shape, 1)
+        if mode == "submanifold":
+            out = functional.submanifold_conv3d(x, weight).feats
+        else:
+            out = functional.strided_conv3d(x, weight, None, 2, 1).feats
+        results.setdefault(threads, []).append(out)
+    assert torch.equal(results[2][0], results[2][1]) and torch.equal(results[3][0], results[3][1])
+    assert max_rel_err(results[2][0], results[1][0]) < 1e-6 and max_rel_err(results[3][0], results[1][0]) < 1e-6

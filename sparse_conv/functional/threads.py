@@ -1,0 +1,72 @@
+"""Row-partitioned parallelism for the CPU dataflows.
+
+Each conv's output rows are split into one contiguous range per worker; a worker gathers, multiplies and
+scatters only into its own rows, with single-threaded torch ops, so workers never share an output row (no
+atomics, no locks) and every row is accumulated in the same offset order whatever the thread count: results
+are bitwise identical for 1, 2 or N threads. There is one join per conv instead of an OpenMP barrier per
+torch op, which also keeps a loaded machine (threads descheduled at random) from stalling every op.
+
+The worker count is ``torch.get_num_threads()`` at call time (the standard torch knob). Pool threads run
+their torch ops with one intra-op thread (``torch.set_num_threads`` is per thread for OpenMP and MKL).
+"""
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Sequence
+
+import torch
+
+_POOL_LOCK = threading.Lock()
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+
+
+def _single_threaded_worker() -> None:
+    torch.set_num_threads(1)
+
+
+def worker_pool(workers: int) -> ThreadPoolExecutor:
+    """A process-wide pool of ``workers`` threads whose torch ops run single-threaded (a cache, not config)."""
+    with _POOL_LOCK:
+        pool = _POOLS.get(workers)
+        if pool is None:
+            caller_threads = torch.get_num_threads()
+            pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sparse_conv",
+                                      initializer=_single_threaded_worker)
+            # start every worker now, then restore the process default new threads inherit
+            list(pool.map(lambda _: None, range(workers)))
+            torch.set_num_threads(caller_threads)
+            _POOLS[workers] = pool
+        return pool
+
+
+def row_ranges(n_rows: int, parts: int) -> list[tuple[int, int]]:
+    step = -(-n_rows // parts)
+    return [(begin, min(begin + step, n_rows)) for begin in range(0, n_rows, step)] if n_rows else []
+
+
+def run_partitioned(task: Callable[[int, int], None], n_rows: int, workers: int, min_rows: int = 2048) -> None:
+    """Call task(begin, end) over ``workers`` contiguous row ranges in parallel (inline when small or 1)."""
+    parts = max(1, min(workers, n_rows // min_rows))
+    if parts == 1:
+        task(0, n_rows)
+        return
+    ranges = row_ranges(n_rows, parts)
+    futures = [worker_pool(parts).submit(task, begin, end) for begin, end in ranges]
+    for future in futures:
+        future.result()
+
+
+def offset_row_bounds(out_idx: torch.Tensor, offsets_ptr: Sequence[int], boundaries: Sequence[int]) -> list[list[int]]:
+    """For each offset, the pair positions where output rows cross each boundary (pairs sorted by output row
+    within an offset): bounds[k][j] = first pair of offset k whose output row >= boundaries[j]."""
+    limits = torch.tensor(list(boundaries), dtype=out_idx.dtype)
+    result = []
+    for k in range(len(offsets_ptr) - 1):
+        start, stop = offsets_ptr[k], offsets_ptr[k + 1]
+        if stop == start:
+            result.append([start] * len(boundaries))
+            continue
+        pos = torch.searchsorted(out_idx[start:stop], limits)
+        result.append([start + int(p) for p in pos.tolist()])
+    return result

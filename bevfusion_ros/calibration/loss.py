@@ -6,16 +6,17 @@ LiDAR points of each (frame, camera, class) *group*, the class-c image fields of
 level, intrinsics and chance levels. :func:`alignment_loss` evaluates it for K candidates at once:
 
     loss_n(T) = (sum_{p visible} f_n(pi(K_n A_n T p)) + chance_n) / (V_n + 1)        V_n = #visible points
-    loss(T)   = (sum_n w_n sqrt(V_n) loss_n(T) + chance) / (sum_n w_n sqrt(V_n) + 1)
+    loss(T)   = (sum_n w_n sqrt(V_n) loss_n(T) + chance) / (sum_n w_n sqrt(V_n) + 1),   w_n = sqrt(N_n)
 
 - ``f_n`` is read by bilinear ``grid_sample`` so the loss is differentiable in T (rotation and
   translation). "Visible" = in front of the camera (depth > MIN_DEPTH_M) and inside the image.
 - Points out of view are not scored: each group's loss is the mean over its visible points, so a correct
   candidate is not penalized for the (many) selected points that legitimately fall outside the image, and
   the gradient is the plain mean of the visible points' gradients (V_n is piecewise constant).
-- Groups are weighted by sqrt(visible count) (times a static weight w_n, 1 by default): a class with a
-  handful of points in view cannot swing the loss, many-point classes (ground) count more without
-  drowning thin classes (poles) that pin rotation.
+- Groups are weighted by sqrt(selected points N_n x visible points V_n): a class with a handful of points
+  in view cannot swing the loss, many-point classes (ground) count more without drowning thin classes
+  (poles) that pin rotation. (Measured: dropping the sqrt(N_n) factor moved the real keyframe's loss
+  minimum by 0.3-0.45 deg in yaw/pitch; on synthetic data it made no difference.)
 - One pseudo-point at the field's chance level (its mean: the value of a randomly placed point) per group
   and overall: a candidate that pushes (nearly) everything out of view scores chance level, not an
   accidental low mean of a few points.

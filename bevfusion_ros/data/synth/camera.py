@@ -23,6 +23,7 @@ NEAR = 0.1
 GROUND_FAR = 250.0
 FAR_FIELD = 22.0          # metres: beyond this the coarse ground mip level is used
 HAZE = np.array([200.0, 205.0, 212.0], np.float32)
+OUTSIDE_GROUND = (140, 136, 128)      # ground beyond the scene's raster (> 130 m from the route)
 SKY_TOP = np.array([110.0, 150.0, 205.0], np.float32)
 SKY_HORIZON = np.array([200.0, 212.0, 225.0], np.float32)
 # Faces of a box in geometry.box_corners order: bottom 0-3, top 4-7; outward normals in the box frame.
@@ -87,11 +88,12 @@ class CameraRenderer:
         affine = np.array([[c / res, -s / res, (T_world_ego[0, 3] - ground.origin[0]) / res - 0.5],
                            [s / res, c / res, (T_world_ego[1, 3] - ground.origin[1]) / res - 0.5]], np.float32)
         cells = cv2.transform(self.ground_xy_ego, affine)
-        fine = cv2.remap(ground.color, cells, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        fine = cv2.remap(ground.color, cells, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                         borderValue=OUTSIDE_GROUND)
         coarse_affine = affine / COARSE_FACTOR
         coarse_affine[:, 2] += (0.5 / COARSE_FACTOR - 0.5)
         coarse = cv2.remap(ground.coarse_color, cv2.transform(self.ground_xy_ego, coarse_affine), None,
-                           cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+                           cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=OUTSIDE_GROUND)
         cv2.copyTo(coarse, self.far_mask, fine)
         hazy = cv2.blendLinear(fine, self.haze_image, self.clear_weight, self.haze_weight)
         cv2.copyTo(hazy, self.ground_mask, image)

@@ -4,7 +4,8 @@ Each sweep fires `azimuth_steps` columns of 32 beams (elevations -30.67..+10.67 
 in nuScenes' ``.pcd.bin``). Rays are intersected with the ground plane z = 0 and with every box (slab test)
 whose azimuth and elevation extent the ray can reach, all vectorized as (ray, box) pairs; the nearest hit
 wins, which gives occlusion. Returns carry range noise, random dropout, a material-dependent intensity
-(0..255 with noise, weaker with range and, on the ground, at grazing incidence) and the ring index. All rays of a sweep leave from one pose: motion
+(0..255 with noise, weaker with range and, on the ground, at grazing incidence) and the ring index.
+All rays of a sweep leave from one pose: motion
 during the 50 ms sweep is not modelled.
 """
 from __future__ import annotations

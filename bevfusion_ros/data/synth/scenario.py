@@ -17,7 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bevfusion_ros.data.synth.agents import Agent, build_parts, make_agent
+from bevfusion_ros.data.synth.agents import Agent, make_agent
+from bevfusion_ros.data.synth.placement import Placer, choice, group_length, vehicle_group
+from bevfusion_ros.data.synth.setpieces import barrier_rows, guaranteed_set, in_intersection
 from bevfusion_ros.data.synth.world import CROSSING_GAP, City, Road
 
 ANNOTATION_RADIUS = 60.0     # objects within this xy distance of the ego are annotated
@@ -59,90 +61,22 @@ class Scenario:
     duration: float
 
 
-def _choice(rng, table) -> str:
-    names, weights = zip(*table)
-    weights = np.asarray(weights) / np.sum(weights)
-    return str(names[rng.choice(len(names), p=weights)])
-
-
-def _rect_corners(box) -> np.ndarray:
-    x, y, _, length, width, _, yaw = box[:7]
-    c, s = np.cos(yaw), np.sin(yaw)
-    local = np.array([[length, width], [length, -width], [-length, -width], [-length, width]]) / 2
-    return np.stack([x + c * local[:, 0] - s * local[:, 1], y + s * local[:, 0] + c * local[:, 1]], 1)
-
-
-def _rects_overlap(a: np.ndarray, b: np.ndarray) -> bool:
-    """Separating-axis test of two convex quads (4x2 corners)."""
-    for poly in (a, b):
-        for i in range(4):
-            edge = poly[(i + 1) % 4] - poly[i]
-            axis = np.array([-edge[1], edge[0]])
-            pa, pb = a @ axis, b @ axis
-            if pa.max() <= pb.min() or pb.max() <= pa.min():
-                return False
-    return True
-
-
-class _Placer:
-    """Collects agents, refusing static ones that overlap the static world or other static agents."""
-
-    def __init__(self, city: City, centre: np.ndarray, radius: float):
-        boxes = city.statics.boxes
-        near = np.hypot(boxes[:, 0] - centre[0], boxes[:, 1] - centre[1]) < radius
-        self.static_array = boxes[near]
-        self.static_bottom = self.static_array[:, 2] - self.static_array[:, 5] / 2
-        self.static_rects = [_rect_corners(b) for b in self.static_array]
-        self.agents: list[Agent] = []
-        self.boxes: list[np.ndarray] = []
-        self.rects: list[np.ndarray] = []
-
-    def free(self, box: np.ndarray, margin: float = 0.25) -> bool:
-        grown = box.copy()
-        grown[3:5] += 2 * margin
-        rect = _rect_corners(grown)
-        reach = np.hypot(grown[3], grown[4]) / 2
-        for boxes, rects in ((self.static_array, self.static_rects), (self.agent_array(), self.rects)):
-            if not len(rects):
-                continue
-            near = np.hypot(boxes[:, 0] - box[0], boxes[:, 1] - box[1]) < reach + np.hypot(boxes[:, 3], boxes[:, 4]) / 2
-            if boxes is self.static_array:
-                near &= self.static_bottom < box[5]          # tree crowns above the object do not count
-            for i in np.nonzero(near)[0]:
-                if _rects_overlap(rect, rects[i]):
-                    return False
-        return True
-
-    def agent_array(self) -> np.ndarray:
-        return np.array(self.boxes).reshape(-1, 7)
-
-    def add(self, agent: Agent, check: bool = True) -> bool:
-        box = agent.box(0.0)
-        if check and not self.free(box):
-            return False
-        self.agents.append(agent)
-        if agent.speed == 0.0:
-            self.boxes.append(box)
-            self.rects.append(_rect_corners(box))
-        return True
-
-
 def build_scenario(city: City, rng: np.random.Generator, duration: float) -> Scenario:
     ego = _choose_ego(city, rng, duration)
     centre, _ = ego.pose(duration / 2)
-    placer = _Placer(city, centre, duration * ego.speed / 2 + 140.0)
+    placer = Placer(city, centre, duration * ego.speed / 2 + 140.0)
     a_lo = min(ego.along(0.0), ego.along(duration)) - 90.0
     a_hi = max(ego.along(0.0), ego.along(duration)) + 90.0
     speeds = _lane_speeds(ego, rng)
     reserved: dict[tuple[int, int], list[tuple[float, float]]] = {}
-    _guaranteed_set(city, ego, rng, placer, speeds, reserved)
+    guaranteed_set(city, ego, rng, placer, speeds, reserved)
     _ego_road_traffic(city, ego, rng, placer, a_lo, a_hi, duration, speeds, reserved)
-    _curb_strips(city, ego.road, rng, placer, a_lo, a_hi, near_cross=True)
+    _curb_strips(city, ego.road, rng, placer, a_lo, a_hi)
     crosses = [c for c in city.roads if c.axis != ego.road.axis and a_lo - 10 < c.pos < a_hi + 10]
     for cross in crosses:
         _cross_road(city, ego, cross, rng, placer)
-    _sidewalk_people(city, ego.road, rng, placer, a_lo, a_hi, duration)
-    _barrier_rows(city, ego.road, rng, placer, a_lo, a_hi)
+    _sidewalk_people(ego.road, rng, placer, a_lo, a_hi)
+    barrier_rows(city, ego.road, rng, placer, a_lo, a_hi)
     _carparks(city, rng, placer, ego, duration)
     agents = _thin_to_limits(placer.agents, ego, duration, rng)
     return Scenario(city=city, ego=ego, agents=agents, duration=duration)
@@ -164,39 +98,15 @@ def _choose_ego(city: City, rng, duration: float) -> Ego:
                speed=speed, side=city.side)
 
 
-def _in_intersection(city: City, road: Road, a: float, extra: float) -> bool:
-    """Whether along-coordinate `a` of `road` is within `extra` metres of a cross road's curb."""
-    return any(abs(a - c.pos) < c.half + extra for c in city.roads if c.axis != road.axis)
-
-
-def _vehicle(rng, category: str, start, heading: float, speed: float, state: str, required=False) -> list[Agent]:
-    """One vehicle (or a truck with its trailer) heading `heading` with its centre at `start`."""
-    if category == "truck+trailer":
-        trailer = make_agent("vehicle.trailer", rng, start, heading, speed, state, required=required)
-        tl = trailer.size[0]
-        truck = make_agent("vehicle.truck", rng, (0, 0), heading, speed, state, required=required)
-        truck.size[0] = min(truck.size[0], 6.0)
-        truck.parts = build_parts(truck, rng)
-        offset = (tl / 2 + truck.size[0] / 2 + 0.4)
-        truck.start = np.asarray(start, np.float64) + offset * np.array([np.cos(heading), np.sin(heading)])
-        return [trailer, truck]
-    ridden = category in ("vehicle.motorcycle", "vehicle.bicycle") and state != "parked"
-    return [make_agent(category, rng, start, heading, speed, state, ridden=ridden, required=required)]
-
-
-def _length_of(agents: list[Agent]) -> float:
-    return sum(a.size[0] for a in agents) + 0.4 * (len(agents) - 1)
-
-
-def _platoon(city: City, road: Road, direction: int, lateral: float, speed: float, rng, placer: _Placer,
+def _platoon(road: Road, direction: int, lateral: float, speed: float, rng, placer: Placer,
              a_lo: float, a_hi: float, gap=(8.0, 35.0), keep_clear: list[tuple[float, float]] = (),
              state: str = "moving", mix=VEHICLE_MIX) -> None:
     """Vehicles in one lane, all at `speed`, spaced by `gap` (bumper to bumper), between a_lo and a_hi."""
     heading = float(np.arctan2(*(road.direction * direction)[::-1]))
     a = a_lo + float(rng.uniform(0, gap[1]))
     while a < a_hi:
-        group = _vehicle(rng, _choice(rng, mix), (0, 0), heading, speed, state)
-        length = _length_of(group)
+        group = vehicle_group(rng, choice(rng, mix), (0, 0), heading, speed, state)
+        length = group_length(group)
         centre = a + length / 2
         if not any(lo - length / 2 < centre < hi + length / 2 for lo, hi in keep_clear):
             # Stack the group back to front along the direction of travel.
@@ -224,7 +134,7 @@ def _lane_speeds(ego: Ego, rng) -> dict[tuple[int, int], float]:
     return speeds
 
 
-def _ego_road_traffic(city: City, ego: Ego, rng, placer: _Placer, a_lo, a_hi, duration,
+def _ego_road_traffic(city: City, ego: Ego, rng, placer: Placer, a_lo, a_hi, duration,
                       speeds: dict, reserved: dict) -> None:
     """Platoons in every lane of the ego road, clear of the ego and of the `reserved` (along-road intervals
     at t = 0 per lane) guaranteed movers."""
@@ -233,16 +143,16 @@ def _ego_road_traffic(city: City, ego: Ego, rng, placer: _Placer, a_lo, a_hi, du
         lateral = road.lane_offset(direction, lane, city.side)
         clear = reserved.get((direction, lane), [])
         if speed == ego.speed and direction == ego.direction and abs(lateral - ego.lateral) < 0.1:
-            _platoon(city, road, direction, lateral, speed, rng, placer, a_lo, a_hi, gap=(10.0, 40.0),
+            _platoon(road, direction, lateral, speed, rng, placer, a_lo, a_hi, gap=(10.0, 40.0),
                      keep_clear=[(ego.start - 9.0, ego.start + 9.0), *clear],
                      mix=(("vehicle.car", 0.85), ("vehicle.truck", 0.1), ("vehicle.motorcycle", 0.05)))
         else:
             extra = speed * duration
             lo, hi = (a_lo - extra, a_hi) if direction > 0 else (a_lo, a_hi + extra)
-            _platoon(city, road, direction, lateral, speed, rng, placer, lo, hi, gap=(15.0, 60.0), keep_clear=clear)
+            _platoon(road, direction, lateral, speed, rng, placer, lo, hi, gap=(15.0, 60.0), keep_clear=clear)
 
 
-def _curb_strips(city: City, road: Road, rng, placer: _Placer, a_lo, a_hi, near_cross: bool) -> None:
+def _curb_strips(city: City, road: Road, rng, placer: Placer, a_lo, a_hi) -> None:
     """Parked vehicles on parking lanes; cyclists in bike lanes."""
     for direction in (-1, 1):
         heading = float(np.arctan2(*(road.direction * direction)[::-1]))
@@ -253,13 +163,13 @@ def _curb_strips(city: City, road: Road, rng, placer: _Placer, a_lo, a_hi, near_
                 if rng.random() < 0.5:
                     a += float(rng.uniform(8, 30))
                     continue
-                category = _choice(rng, (("vehicle.car", 0.76), ("vehicle.truck", 0.18),
+                category = choice(rng, (("vehicle.car", 0.76), ("vehicle.truck", 0.18),
                                          ("vehicle.motorcycle", 0.02), ("vehicle.trailer", 0.03),
                                          ("vehicle.bicycle", 0.01)))
-                group = _vehicle(rng, category, (0, 0), heading, 0.0, "parked")
-                length = _length_of(group)
+                group = vehicle_group(rng, category, (0, 0), heading, 0.0, "parked")
+                length = group_length(group)
                 centre = a + length / 2
-                if not _in_intersection(city, road, centre, length / 2 + 6.0 + road.sidewalk):
+                if not in_intersection(city, road, centre, length / 2 + 6.0 + road.sidewalk):
                     for agent in group:
                         # Wide vehicles lean onto the curb rather than into the lane.
                         push = max(0.0, agent.size[1] - road.strip_width + 0.2)
@@ -277,13 +187,13 @@ def _curb_strips(city: City, road: Road, rng, placer: _Placer, a_lo, a_hi, near_
                 placer.add(agent, check=False)
 
 
-def _sidewalk_people(city: City, road: Road, rng, placer: _Placer, a_lo, a_hi, duration) -> None:
+def _sidewalk_people(road: Road, rng, placer: Placer, a_lo, a_hi) -> None:
     """Pedestrians along both sidewalks of `road`: walkers (both ways), standers, sitters."""
     for sign in (-1, 1):
         length = a_hi - a_lo
         for _ in range(int(rng.poisson(length / 30.0))):
             a = float(rng.uniform(a_lo, a_hi))
-            category = _choice(rng, PEDESTRIAN_MIX)
+            category = choice(rng, PEDESTRIAN_MIX)
             roll = rng.random()
             if roll < 0.7:
                 direction = int(rng.choice([-1, 1]))
@@ -308,7 +218,7 @@ def _sidewalk_people(city: City, road: Road, rng, placer: _Placer, a_lo, a_hi, d
             placer.add(agent)
 
 
-def _cross_road(city: City, ego: Ego, cross: Road, rng, placer: _Placer) -> None:
+def _cross_road(city: City, ego: Ego, cross: Road, rng, placer: Placer) -> None:
     """Traffic and people on a road crossing the ego road at along-coordinate cross.pos."""
     road = ego.road
     for arm in (-1, 1):
@@ -320,7 +230,7 @@ def _cross_road(city: City, ego: Ego, cross: Road, rng, placer: _Placer) -> None
             lateral = cross.lane_offset(-arm, lane, city.side)
             cursor = stop + arm * float(rng.uniform(1.0, 2.5))
             for _ in range(int(rng.integers(0, 4))):
-                group = _vehicle(rng, _choice(rng, VEHICLE_MIX), (0, 0), heading_in, 0.0, "stopped")
+                group = vehicle_group(rng, choice(rng, VEHICLE_MIX), (0, 0), heading_in, 0.0, "stopped")
                 for agent in reversed(group):   # front vehicle (the truck of a truck+trailer) first
                     mid = cursor + arm * agent.size[0] / 2
                     agent.start = cross.point(mid, lateral)
@@ -332,16 +242,16 @@ def _cross_road(city: City, ego: Ego, cross: Road, rng, placer: _Placer) -> None
             speed = float(rng.uniform(5.0, 12.0))
             lo = road.pos + arm * (road.half + 12.0)
             hi = road.pos + arm * 80.0
-            _platoon(city, cross, arm, lateral_out, speed, rng, placer, min(lo, hi), max(lo, hi), gap=(15.0, 50.0))
+            _platoon(cross, arm, lateral_out, speed, rng, placer, min(lo, hi), max(lo, hi), gap=(15.0, 50.0))
         # Parked cars on the cross road near the intersection.
         lo = road.pos + arm * (road.half + road.sidewalk + 10.0)
         hi = road.pos + arm * 75.0
-        _curb_strips(city, cross, rng, placer, min(lo, hi), max(lo, hi), near_cross=False)
+        _curb_strips(city, cross, rng, placer, min(lo, hi), max(lo, hi))
         # Pedestrians on the cross road's sidewalks: some heading for the ego road stop at its curb.
         for sign in (-1, 1):
             for _ in range(int(rng.poisson(1.5))):
                 a = road.pos + arm * float(rng.uniform(road.half + 2.0, 60.0))
-                category = _choice(rng, PEDESTRIAN_MIX)
+                category = choice(rng, PEDESTRIAN_MIX)
                 frac = float(rng.uniform(0.45, 0.9))
                 point = cross.point(a, cross.sidewalk_offset(sign, frac))
                 if rng.random() < 0.5:   # towards the ego road, waiting at the curb
@@ -353,7 +263,7 @@ def _cross_road(city: City, ego: Ego, cross: Road, rng, placer: _Placer) -> None
                 placer.add(agent, check=False)
 
 
-def _carparks(city: City, rng, placer: _Placer, ego: Ego, duration: float) -> None:
+def _carparks(city: City, rng, placer: Placer, ego: Ego, duration: float) -> None:
     centre, _ = ego.pose(duration / 2)
     reach = ego.speed * duration / 2 + 80.0
     for poly in city.carparks:
@@ -376,93 +286,6 @@ def _carparks(city: City, rng, placer: _Placer, ego: Ego, duration: float) -> No
             row_y += 7.5 if (row_y - y0) % 15 < 7 else 5.5
 
 
-def _guaranteed_set(city: City, ego: Ego, rng, placer: _Placer, speeds: dict, reserved: dict) -> None:
-    """All 10 classes close to the ego's start (within the classes' evaluation ranges)."""
-    road = ego.road
-    d = ego.direction
-    heading_fwd = ego.yaw
-    heading_far = heading_fwd + np.pi
-    far_side = -d          # the strip across the road (traffic in the other direction)
-    near_side = d
-    # Construction zone on the far-side parking strip, 12-22 m ahead: cones along the lane edge, barriers
-    # closing it off, a construction vehicle on the strip (its wide body partly on the curb), workers.
-    zone_a = ego.start + d * float(rng.uniform(12.0, 22.0))
-    zone_len = float(rng.uniform(14.0, 22.0))
-    outward = float(np.sign(road.strip_offset(far_side, city.side)))
-    cone_lat = outward * (road.lanes_half + 0.3)
-    n_cones = int(rng.integers(4, 8))
-    for i in range(n_cones):
-        a = zone_a + d * zone_len * i / max(1, n_cones - 1)
-        placer.add(make_agent("movable_object.trafficcone", rng, road.point(a, cone_lat), float(rng.uniform(-3, 3)),
-                              required=True), check=False)
-    cursor = zone_a - d * 1.5
-    for _ in range(int(rng.integers(3, 7))):
-        barrier = make_agent("movable_object.barrier", rng, (0, 0), heading_fwd + np.pi / 2, required=True)
-        cursor -= d * barrier.size[1] / 2
-        barrier.start = road.point(cursor, outward * (road.half - 0.7))
-        placer.add(barrier, check=False)
-        cursor -= d * (barrier.size[1] / 2 + 0.15)
-    cv = make_agent("vehicle.construction", rng, (0, 0), heading_far, 0.0, "parked", required=True)
-    cv_lat = outward * (road.lanes_half + 0.75 + cv.size[1] / 2)
-    for frac in np.linspace(0.5, 0.9, 5):
-        cv.start = road.point(zone_a + d * zone_len * frac, cv_lat)
-        if placer.add(cv):
-            break
-    else:
-        placer.add(cv, check=False)
-    for i in range(int(rng.integers(1, 3))):
-        for _ in range(8):
-            a = zone_a + d * zone_len * rng.uniform(0.05, 0.45)
-            worker = make_agent("human.pedestrian.construction_worker", rng,
-                                road.point(a, outward * (road.lanes_half + float(rng.uniform(0.8, 2.0)))),
-                                float(rng.uniform(-np.pi, np.pi)), 0.0, "standing", required=True)
-            if placer.add(worker):
-                break
-    # Parked trailer and truck on the near-side strip, ahead and behind.
-    lateral_near = road.strip_offset(near_side, city.side)
-    for category, ahead in (("vehicle.trailer", (12.0, 38.0)), ("vehicle.truck", (-28.0, -8.0))):
-        agent = make_agent(category, rng, (0, 0), heading_fwd, 0.0, "parked", required=True)
-        push = max(0.0, agent.size[1] - road.strip_width + 0.1)
-        for attempt in range(30):
-            lateral = lateral_near if attempt < 20 else road.strip_offset(far_side, city.side)
-            agent.heading = heading_fwd if attempt < 20 else heading_far
-            a = ego.start + d * float(rng.uniform(*ahead))
-            agent.start = road.point(a, lateral + np.sign(lateral) * push)
-            if placer.add(agent):
-                break
-    # A bus in the opposite lane next to the centre line and a motorcycle rider in the outer opposite lane,
-    # coming towards the ego at their lanes' speeds (their platoons keep clear of them).
-    for category, lane in (("vehicle.bus.rigid", 0), ("vehicle.motorcycle", road.lanes - 1)):
-        agent = make_agent(category, rng, (0, 0), heading_far, speeds[(-d, lane)], "moving",
-                           ridden=category == "vehicle.motorcycle", required=True)
-        taken = reserved.setdefault((-d, lane), [])
-        half = agent.size[0] / 2 + 6.0
-        for _ in range(40):
-            a = ego.start + d * float(rng.uniform(22.0, 40.0) if category.startswith("vehicle.bus")
-                                      else rng.uniform(-25.0, 35.0))
-            if not any(lo - half < a < hi + half for lo, hi in taken):
-                break
-        agent.start = road.point(a, road.lane_offset(-d, lane, city.side))
-        placer.add(agent, check=False)
-        taken.append((a - half, a + half))
-    # Bicycle and motorcycle parked on the near sidewalk; a cyclist riding slowly on the other sidewalk.
-    sign = 1 if np.sign(lateral_near) > 0 else -1
-    for category in ("vehicle.bicycle", "vehicle.motorcycle"):
-        for attempt in range(30):
-            side = sign if attempt < 15 else -sign
-            a = ego.start + d * float(rng.uniform(-15.0, 25.0))
-            heading = float(np.arctan2(*(road.normal * side)[::-1])) + float(rng.normal(0, 0.2))
-            agent = make_agent(category, rng, road.point(a, road.sidewalk_offset(side, 0.35)), heading, 0.0,
-                               "parked", required=True)
-            if placer.add(agent):
-                break
-    cyclist = make_agent("vehicle.bicycle", rng,
-                         road.point(ego.start + d * float(rng.uniform(-10.0, 10.0)),
-                                    road.sidewalk_offset(-sign, 0.6)),
-                         heading_fwd, float(rng.uniform(1.0, 2.5)), "moving", ridden=True, required=True)
-    placer.add(cyclist, check=False)
-
-
 def _thin_to_limits(agents: list[Agent], ego: Ego, duration: float, rng) -> list[Agent]:
     """Drop optional agents (never the guaranteed set) until no keyframe sees more than MAX_PER_KEYFRAME
     within the annotation radius, and drop agents that never come within it."""
@@ -482,22 +305,3 @@ def _thin_to_limits(agents: list[Agent], ego: Ego, duration: float, rng) -> list
     return [a for a, k in zip(agents, keep) if k]
 
 
-def _barrier_rows(city: City, road: Road, rng, placer: _Placer, a_lo, a_hi) -> None:
-    """Rows of barriers (road works, closed-off curbs) along the curb, some with cones in front."""
-    for _ in range(int(rng.poisson((a_hi - a_lo) / 90.0))):
-        direction = int(rng.choice([-1, 1]))
-        heading = float(np.arctan2(*(road.normal * direction)[::-1]))
-        lateral = -direction * city.side * (road.half - 0.45)
-        a = float(rng.uniform(a_lo, a_hi))
-        for _ in range(int(rng.integers(4, 10))):
-            barrier = make_agent("movable_object.barrier", rng, (0, 0), heading)
-            a += barrier.size[1] / 2
-            if _in_intersection(city, road, a, 3.0 + road.sidewalk):
-                break
-            barrier.start = road.point(a, lateral)
-            placer.add(barrier)
-            a += barrier.size[1] / 2 + float(rng.uniform(0.1, 0.4))
-            if rng.random() < 0.15:
-                cone_lat = lateral - np.sign(lateral) * 1.2
-                placer.add(make_agent("movable_object.trafficcone", rng, road.point(a + 1.3, cone_lat),
-                                      float(rng.uniform(-3, 3))))

@@ -48,7 +48,7 @@ def generate(out: Path, scenes: int, keyframes: int, seed: int, split: str | Non
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=str(REPO_ROOT / "demo-out"), help="work and report folder")
     parser.add_argument("--scenes", type=int, default=2, help="synthetic scenes to generate and replay")
-    parser.add_argument("--keyframes", type=int, default=20, help="keyframes per scene (2 Hz)")
+    parser.add_argument("--keyframes", type=int, default=16, help="keyframes per scene (2 Hz)")
     parser.add_argument("--seed", type=int, default=HELD_OUT_SEED, help="held-out generator seed")
     parser.add_argument("--split", default="val", help="devkit split the scenes are named after (default val)")
     parser.add_argument("--rate", type=float, default=1.0, help="playback rate (1.0 = real time)")

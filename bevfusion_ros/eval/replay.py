@@ -49,7 +49,6 @@ class SceneRecord:
 
     statuses: dict[int, dict] = field(default_factory=dict)
     detections: dict = field(default_factory=dict)       # stamp -> Detections (keyframes only)
-    header_frames: dict[int, str] = field(default_factory=dict)
     maps: dict[int, dict[str, tuple]] = field(default_factory=lambda: defaultdict(dict))
     memory_mb: list[tuple[float, float]] = field(default_factory=list)   # (t since start, RSS MB)
     play_summary: str = ""
@@ -97,7 +96,6 @@ class Recorder:
             det = detections_from_objects_msg(msg)
             with self.lock:
                 self.record.detections[stamp] = det
-                self.record.header_frames[stamp] = msg.header.frame_id
 
     def _on_status(self, msg) -> None:
         status = json.loads(msg.data)

@@ -230,7 +230,11 @@ class PerceptionNode(Node):
         K = np.array([[1000.0, 0, 800], [0, 1000.0, 450], [0, 0, 1]])
         cameras = [CameraInput(name, None, K, np.eye(4)) for name in self.params["camera_names"]]
         start = time.perf_counter()
-        self.pipeline.infer(Frame(stamp_us=0, points=points, cameras=cameras))
+        try:
+            self.pipeline.infer(Frame(stamp_us=0, points=points, cameras=cameras))
+        except Exception as err:  # noqa: BLE001 - a model that cannot run at all is a start-up error
+            raise UserError(f"the model failed on a warm-up frame ({type(err).__name__}: {err}); "
+                            f"check model_config/checkpoint/backend (warmup:=false skips this check)") from None
         self.get_logger().info(f"warm-up inference took {(time.perf_counter() - start) * 1e3:.0f} ms")
 
     # ------------------------------------------------------------------ parameters
@@ -428,8 +432,9 @@ class PerceptionNode(Node):
             self.pub_markers.publish(outputs.markers_msg(detections, header, self.params["marker_score_threshold"]))
 
     def destroy_node(self):
-        self.worker.stop()
-        self.secondary.stop()
+        for worker in (getattr(self, "worker", None), getattr(self, "secondary", None)):
+            if worker is not None:     # absent when construction failed part-way
+                worker.stop()
         return super().destroy_node()
 
 

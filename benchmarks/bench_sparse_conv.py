@@ -81,15 +81,19 @@ def _worker(threads: int) -> dict:
     except Exception as exc:  # noqa: BLE001 - spconv missing: report ours alone
         spconv_net, spconv_error = None, f"{type(exc).__name__}: {exc}"
 
+    cpu_seconds = {"ours": [], "spconv": []}
+
     def ours_once():
         x = sc.SparseTensor(feats, coords, fused.sparse_shape, 1)
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         out = fused.forward_sparse(sort_by_key(x))
+        cpu_seconds["ours"].append(time.process_time() - cpu)
         return time.perf_counter() - started, x.cache.build_seconds, out
 
     def spconv_once():
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         out = run_spconv_encoder(spconv_net, feats, coords, 1)
+        cpu_seconds["spconv"].append(time.process_time() - cpu)
         return time.perf_counter() - started, out
 
     result: dict = {"threads": threads, "voxels": int(feats.shape[0]), "points": int(points.shape[0])}
@@ -105,9 +109,11 @@ def _worker(threads: int) -> dict:
             if spconv_net is not None:
                 seconds, spconv_out = spconv_once()
                 spconv_s.append(seconds)
-        result.update(ours_s=_median(ours_s), kmap_s=_median(kmap_s), ours_all_s=ours_s)
+        result.update(ours_s=_median(ours_s), kmap_s=_median(kmap_s), ours_all_s=ours_s,
+                      ours_cpu_s=_median(cpu_seconds["ours"][1:]))
         if spconv_net is not None:
-            result.update(spconv_s=_median(spconv_s), spconv_all_s=spconv_s)
+            result.update(spconv_s=_median(spconv_s), spconv_all_s=spconv_s,
+                          spconv_cpu_s=_median(cpu_seconds["spconv"][1:]))
             a_coords, a_feats = sort_by_coords(ours_out.coords, ours_out.feats, ours_out.spatial_shape)
             b_coords, b_feats = sort_by_coords(spconv_out[0], spconv_out[1], ours_out.spatial_shape)
             result["coords_equal"] = bool(torch.equal(a_coords, b_coords))
@@ -229,6 +235,8 @@ def run() -> dict:
         "gflops_1t": one["flops"] / one["ours_s"] / 1e9, "gflops_2t": two["flops"] / two["ours_s"] / 1e9,
         "roofline_gflops_2t": two["flops"] / two["roofline_s"] / 1e9,
         "useful_gflop": one["flops"] / 1e9,
+        "ours_1t_cpu_s": one["ours_cpu_s"], "ours_2t_cpu_s": two["ours_cpu_s"],
+        "spconv_1t_cpu_s": one.get("spconv_cpu_s"), "spconv_2t_cpu_s": two.get("spconv_cpu_s"),
         "runs": RUNS, "load_avg_1min_before": load_before, "load_avg_1min_after": _load(),
         "levels_1t": one["levels"], "levels_2t": two["levels"], "conv_layers": one["layers"],
         "raw": {"1t": {k: one[k] for k in ("ours_all_s", "spconv_all_s") if k in one},
@@ -270,6 +278,8 @@ def markdown(result: dict) -> str:
         f"| spconv 2.x (s) | {fmt('spconv_1t_s')} | {fmt('spconv_2t_s')} |",
         f"| sparse_conv (s) | {fmt('ours_1t_s')} | {fmt('ours_2t_s')} |",
         f"| kernel maps, inside ours (s) | {fmt('kmap_1t_s')} | {fmt('kmap_2t_s')} |",
+        f"| spconv CPU time per forward (s) | {fmt('spconv_1t_cpu_s')} | {fmt('spconv_2t_cpu_s')} |",
+        f"| sparse_conv CPU time per forward (s) | {fmt('ours_1t_cpu_s')} | {fmt('ours_2t_cpu_s')} |",
         f"| sparse_conv GFLOP/s | {fmt('gflops_1t', 1)} | {fmt('gflops_2t', 1)} |",
         "",
         f"- speedup vs spconv 1 thread (spconv 1t / ours 2t): **{fmt('speedup_vs_spconv_1t', 2)}x** (target 3x)",

@@ -52,7 +52,12 @@ def run_partitioned(task: Callable[[int, int], None], n_rows: int, workers: int,
         task(0, n_rows)
         return
     ranges = row_ranges(n_rows, parts)
-    futures = [worker_pool(parts).submit(task, begin, end) for begin, end in ranges]
+
+    def guarded(begin: int, end: int) -> None:
+        with torch.no_grad():                  # grad mode is per thread; the dataflows are autograd-free
+            task(begin, end)
+
+    futures = [worker_pool(parts).submit(guarded, begin, end) for begin, end in ranges]
     for future in futures:
         future.result()
 

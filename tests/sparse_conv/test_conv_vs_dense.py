@@ -147,3 +147,22 @@ def test_forward_is_bitwise_deterministic_per_thread_count_and_agrees_across_cou
         results.setdefault(threads, []).append(out)
     assert torch.equal(results[2][0], results[2][1]) and torch.equal(results[3][0], results[3][1])
     assert max_rel_err(results[2][0], results[1][0]) < 1e-6 and max_rel_err(results[3][0], results[1][0]) < 1e-6
+
+
+def test_training_forward_and_backward_with_worker_threads_match_one_thread():
+    gen = torch.Generator().manual_seed(8)
+    shape = (40, 40, 12)
+    coords = random_sites(1, shape, 0.3, gen)
+    feats = torch.randn(coords.shape[0], 8, generator=gen)
+    weight = _weight(gen, (3, 3, 3), 8, 8)
+    grads = []
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        w = weight.clone().requires_grad_(True)
+        f = feats.clone().requires_grad_(True)
+        x = sc.SparseTensor(f, coords, shape, 1)
+        out = functional.strided_conv3d(functional.submanifold_conv3d(x, w), w, None, 2, 1)
+        out.feats.square().sum().backward()
+        grads.append((out.feats.detach(), w.grad, f.grad))
+    for a, b in zip(*grads):
+        assert max_rel_err(a, b) < 1e-5

@@ -68,6 +68,8 @@ class CameraRenderer:
         mix = np.clip(elev / 0.5, 0, 1)[..., None].astype(np.float32)
         self.sky = np.clip(SKY_HORIZON * (1 - mix) + SKY_TOP * mix, 0, 255).astype(np.uint8)
         self.sun = sun / np.linalg.norm(sun)
+        self.pixel_u = np.arange(self.width, dtype=np.float32) + 0.5
+        self.pixel_v = np.arange(self.height, dtype=np.float32) + 0.5
         noise_rng = np.random.default_rng(7)
         self.noise = []
         for _ in range(4):
@@ -75,11 +77,12 @@ class CameraRenderer:
             self.noise.append((np.clip(noise, 0, 255).astype(np.uint8), np.clip(-noise, 0, 255).astype(np.uint8)))
 
     def render(self, T_world_ego: np.ndarray, ground: GroundRaster, boxes: np.ndarray, colors: np.ndarray,
-               classes: np.ndarray, owners: np.ndarray, rng: np.random.Generator) -> CameraFrame:
+               classes: np.ndarray, owners: np.ndarray, rng: np.random.Generator, labels: bool = True) -> CameraFrame:
+        """One image; with `labels` False (non-keyframes) the semantic and owner images are left empty."""
         h, w = self.height, self.width
         image = self.sky.copy()
         semantic = np.zeros((h, w), np.uint8)
-        owner = np.full((h, w), -2, np.int32)
+        owner = np.full((h, w), -2, np.int32) if labels else np.zeros((1, 1), np.int32)
         zbuf = self.ground_invz.copy()
 
         # Ground: ego-frame ground points -> raster cells by one affine map, then remap.
@@ -97,12 +100,14 @@ class CameraRenderer:
         cv2.copyTo(coarse, self.far_mask, fine)
         hazy = cv2.blendLinear(fine, self.haze_image, self.clear_weight, self.haze_weight)
         cv2.copyTo(hazy, self.ground_mask, image)
-        cls = cv2.remap(ground.cls, cells, None, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
-                        borderValue=sem.FLAT_OTHER)
-        cv2.copyTo(cls, self.ground_mask, semantic)
+        if labels:
+            cls = cv2.remap(ground.cls, cells, None, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
+                            borderValue=sem.FLAT_OTHER)
+            cv2.copyTo(cls, self.ground_mask, semantic)
 
         if len(boxes):
-            self._draw_boxes(T_world_ego, boxes, colors, classes, owners, image, semantic, owner, zbuf)
+            self._draw_boxes(T_world_ego, boxes, colors, classes, owners, image, semantic if labels else None,
+                             owner if labels else None, zbuf)
 
         image = cv2.GaussianBlur(image, (0, 0), 0.6)
         plus, minus = self.noise[int(rng.integers(len(self.noise)))]
@@ -179,8 +184,8 @@ class CameraRenderer:
             zslice = zbuf[y0:y1, x0:x1]
             if (x1 - x0) * (y1 - y0) > 4096 and zslice.min() > 1.0 / pts[:, 2].min():
                 continue                                            # entirely behind nearer surfaces
-            uu = np.arange(x0, x1, dtype=np.float32) + 0.5
-            vv = np.arange(y0, y1, dtype=np.float32) + 0.5
+            uu = self.pixel_u[x0:x1]
+            vv = self.pixel_v[y0:y1]
             invz = np.float32(coef_u[bi, fi]) * uu[None, :] + (np.float32(coef_v[bi, fi]) * vv[:, None]
                                                                + np.float32(coef_c[bi, fi]))
             mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
@@ -189,8 +194,9 @@ class CameraRenderer:
             win &= mask.view(bool)
             np.copyto(zslice, invz, where=win)
             np.copyto(image[y0:y1, x0:x1], face_rgb[bi, fi], where=win[..., None])
-            np.copyto(semantic[y0:y1, x0:x1], face_cls[bi], where=win)
-            np.copyto(owner[y0:y1, x0:x1], face_owner[bi], where=win)
+            if semantic is not None:
+                np.copyto(semantic[y0:y1, x0:x1], face_cls[bi], where=win)
+                np.copyto(owner[y0:y1, x0:x1], face_owner[bi], where=win)
 
 
 def _clip_near(pts: np.ndarray) -> np.ndarray:

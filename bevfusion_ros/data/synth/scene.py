@@ -198,7 +198,7 @@ class SceneGenerator:
                 owner_ids = np.concatenate([np.full(len(self.statics.boxes), -1), owners])
                 T_world_ego = self.T_world_ego(t)
                 frame = renderer.render(T_world_ego, self.ground, boxes, self.box_col, self.box_cls, owner_ids,
-                                        self.rng)
+                                        self.rng, labels=is_key)
                 folder = "samples" if is_key else "sweeps"
                 filename = f"{folder}/{camera.channel}/{self.log_name}__{camera.channel}__{stamp}.jpg"
                 cv2.imwrite(str(self.root / filename), cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR),

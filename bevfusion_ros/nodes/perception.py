@@ -66,6 +66,8 @@ PARAMETERS: dict[str, tuple[object, str]] = {
     "reliable_sensors": (False, "subscribe to the sensors RELIABLE instead of best effort (only matches reliable "
                                 "publishers such as the bag player; large best-effort messages can be lost whole "
                                 "under CPU load)"),
+    "image_decode_reduction": (0, "decode JPEGs at 1/r scale (1, 2, 4, 8; K scaled to match): 0 = the largest r "
+                                  "that still gives the model its input resolution; 1 = full size, as offline"),
     "compressed_images": (True, "subscribe to /CAM_*/image_rect_compressed (true) or raw /CAM_*/image_rect"),
     "camera_names": (list(CAMERA_NAMES), "camera names, in the model's order"),
     "sweeps": (0, "LiDAR sweeps per frame incl. the current one; 0 = the model config's lidar.sweeps"),
@@ -113,12 +115,30 @@ def load_pipeline(params: dict):
                               device=params["device"])
 
 
-def model_sweeps(config_path: Path) -> int:
+def _model_config(config_path: Path) -> dict:
     import yaml
     try:
-        return int(yaml.safe_load(config_path.read_text())["lidar"]["sweeps"])
+        return yaml.safe_load(config_path.read_text())
     except Exception as err:  # noqa: BLE001
-        raise UserError(f"cannot read lidar.sweeps from model config {config_path}: {err}") from None
+        raise UserError(f"cannot read model config {config_path}: {err}") from None
+
+
+def model_sweeps(config_path: Path) -> int:
+    try:
+        return int(_model_config(config_path)["lidar"]["sweeps"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise UserError(f"model config {config_path} has no usable lidar.sweeps ({err})") from None
+
+
+def auto_image_reduction(config_path: Path, nominal_width: int = 1600) -> int:
+    """Largest JPEG reduction r in (1, 2, 4, 8) whose decoded width still covers what the model keeps of a
+    ``nominal_width`` image (camera.resize_test x camera.source_width pixels across)."""
+    camera = (_model_config(config_path) or {}).get("camera") or {}
+    try:
+        needed = float(camera["resize_test"]) * float(camera.get("source_width", nominal_width))
+    except (KeyError, TypeError, ValueError):
+        return 1
+    return max(r for r in (1, 2, 4, 8) if nominal_width / r >= needed)
 
 
 class PerceptionNode(Node):
@@ -140,15 +160,17 @@ class PerceptionNode(Node):
         self._plan_rebuilds_base = getattr(self.pipeline, "plan_rebuilds", 0)
         sweeps = p["sweeps"] or model_sweeps(resolve(p["model_config"]))
         self.camera_names = tuple(p["camera_names"])
+        reduction = p["image_decode_reduction"] or auto_image_reduction(resolve(p["model_config"]))
         self.tf = LockedTransforms()
         self.assembler = FrameAssembler(AssemblerConfig(
             sweeps=sweeps, max_camera_lidar_delay_s=p["max_camera_lidar_delay"],
             max_sweep_gap_s=p["max_sweep_gap"], input_wait_s=p["max_input_wait"],
-            camera_ego_motion=bool(p["camera_ego_motion"]), max_points=p["max_points"], camera_names=self.camera_names,
+            camera_ego_motion=bool(p["camera_ego_motion"]), image_reduction=reduction, max_points=p["max_points"], camera_names=self.camera_names,
             base_frame=p["base_frame"], map_frame=p["map_frame"]), self.tf)
         self.ingest = MessageIngest(self.assembler, self.tf)
         self.diag = Diagnostics(self.camera_names, stale_after_s=p["stale_after"], backend=p["backend"])
         self.diag.set_info("sweeps", sweeps)
+        self.diag.set_info("image_decode_reduction", reduction)
         self.log_limiter = LogLimiter(p["log_period"])
         self.active = bool(p["autostart"])
         self._calib_mtime: float | None = None
@@ -214,6 +236,7 @@ class PerceptionNode(Node):
                                                                                      str(err)))
         self.get_logger().info(
             f"perception ready: backend={p['backend']} sweeps={sweeps} cameras={len(self.camera_names)} "
+            f"(JPEGs decoded at 1/{reduction}) "
             f"{'compressed' if p['compressed_images'] else 'raw'} images, "
             f"{'active' if self.active else 'inactive (call ~/set_active)'}")
 
@@ -254,6 +277,9 @@ class PerceptionNode(Node):
                 problems.append(f"{key} must be > 0, got {values[key]}")
         if not 0 <= float(values["max_input_wait"]) <= 0.5:
             problems.append(f"max_input_wait must be in [0, 0.5] s, got {values['max_input_wait']}")
+        if int(values["image_decode_reduction"]) not in (0, 1, 2, 4, 8):
+            problems.append(f"image_decode_reduction must be 0 (auto), 1, 2, 4 or 8, got "
+                            f"{values['image_decode_reduction']}")
         if int(values["max_points"]) < 1000:
             problems.append(f"max_points must be >= 1000, got {values['max_points']}")
         if not values["camera_names"] or any(not str(c) for c in values["camera_names"]):

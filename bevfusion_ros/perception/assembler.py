@@ -68,6 +68,7 @@ class AssemblerConfig:
     input_wait_s: float = 0.05                # longest wait for inputs due but still in flight (0 = off)
     camera_wait_tolerance_s: float = 0.005    # images due up to this long after the sweep are waited for
     startup_sweeps: int = 10                  # for this many sweeps, inputs never seen yet are waited for
+    image_reduction: int = 1                  # images may arrive decoded at 1/r scale (JPEG DCT scaling)
     decode_threads: int = 2                   # images of one frame are decoded in parallel (cv2 frees the GIL)
 
     def __post_init__(self):
@@ -121,6 +122,18 @@ class _CameraInfo:
     height: int
     frame_id: str
     stamp_us: int | None = None
+
+
+def reduced_intrinsics(K: np.ndarray, reduction: int) -> np.ndarray:
+    """K of an image decoded at 1/``reduction`` scale (libjpeg DCT scaling): pixel centres map as
+    u' = (u + 0.5) / r - 0.5."""
+    out = np.asarray(K, dtype=np.float64).copy()
+    out[0, 0] /= reduction
+    out[1, 1] /= reduction
+    out[0, 1] /= reduction
+    out[0, 2] = (out[0, 2] + 0.5) / reduction - 0.5
+    out[1, 2] = (out[1, 2] + 0.5) / reduction - 0.5
+    return out
 
 
 def sanitize_points(points: np.ndarray, max_points: int) -> tuple[np.ndarray, list[str]]:
@@ -413,12 +426,17 @@ class FrameAssembler:
         image = chosen.get()
         if image is None:
             return masked("decode_error", info.K, T_lidar_cam)
+        K = info.K
+        reduction = cfg.image_reduction
         if image.shape[:2] != (info.height, info.width):
-            return masked("image_size_mismatch", info.K, T_lidar_cam)
+            reduced = (-(-info.height // reduction), -(-info.width // reduction))
+            if reduction == 1 or image.shape[:2] != reduced:
+                return masked("image_size_mismatch", info.K, T_lidar_cam)
+            K = reduced_intrinsics(info.K, reduction)
         if cfg.camera_ego_motion and T_map_lidar is not None:
             try:
                 T_map_base_cam = self.transforms.lookup(cfg.map_frame, cfg.base_frame, chosen.stamp_us)
                 T_lidar_cam = geo.invert_transform(T_map_lidar) @ T_map_base_cam @ T_base_cam
             except LookupError:
                 pass
-        return CameraInput(name, image, info.K, T_lidar_cam, chosen.stamp_us)
+        return CameraInput(name, image, K, T_lidar_cam, chosen.stamp_us)

@@ -167,7 +167,8 @@ def test_replay_eval_report_is_complete_and_matches_an_offline_eval_of_the_same_
     truth, bags = scene
     out = tmp_path / "replay"
     report = replay_eval(truth["dataroot"], truth["version"], [truth["scene"]], out=out, bags=bags,
-                         checkpoint=checkpoint(), lockstep=True, params={"camera_ego_motion": True})
+                         checkpoint=checkpoint(), lockstep=True,
+                         params={"camera_ego_motion": True, "image_decode_reduction": 1})   # same inputs
     on_disk = json.loads((out / "report.json").read_text())
     for key in ("map", "nds", "mapseg_miou", "latency_ms", "keyframes_total", "keyframes_evaluated", "dropped",
                 "masked_camera_frames", "backend", "rate"):

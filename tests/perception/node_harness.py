@@ -85,7 +85,8 @@ class NodeGraph:
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
         self.pipeline = StubPipeline()
-        overrides = {"checkpoint": "", "sweeps": 2, "diagnostics_period": 0.2, "stale_after": 0.6, **params}
+        overrides = {"checkpoint": "", "sweeps": 2, "diagnostics_period": 0.2, "stale_after": 0.6,
+                     "image_decode_reduction": 1, **params}
         self.node = PerceptionNode("perception", pipeline=self.pipeline, context=self.context,
                                    parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()])
         self.io = Node("test_io", context=self.context)

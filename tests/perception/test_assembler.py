@@ -290,3 +290,23 @@ def test_at_start_up_inputs_never_seen_are_waited_for_then_no_longer():
     for stamp in (2_000, 3_000):
         later = asm.add_lidar(stamp, "LIDAR_TOP", np.ones((3, 4), np.float32) * 5)
     assert asm.pending_inputs(later) == []            # a camera that never comes is not waited for forever
+
+
+def test_images_decoded_at_reduced_scale_get_matching_intrinsics():
+    from bevfusion_ros.perception.assembler import reduced_intrinsics
+
+    tf, asm = make_rig(sweeps=1, image_reduction=4)
+    K = np.array([[1266.4, 0, 816.3], [0, 1266.4, 491.5], [0, 0, 1]])
+    asm.set_camera_info("CAM_FRONT", K, 1600, 900, "CAM_FRONT")
+    asm.add_image("CAM_FRONT", 0, "CAM_FRONT", lambda: rgb(225, 400))
+    asm.set_camera_info("CAM_BACK", K, 1600, 900, "CAM_BACK")
+    asm.add_image("CAM_BACK", 0, "CAM_BACK", lambda: rgb(450, 800))      # neither full nor 1/4: refused
+    frame, notes = asm.assemble(asm.add_lidar(1_000, "LIDAR_TOP", np.ones((3, 4), np.float32) * 5))
+    cams = {c.name: c for c in frame.cameras}
+    np.testing.assert_allclose(cams["CAM_FRONT"].intrinsic, reduced_intrinsics(K, 4))
+    assert "camera_masked:CAM_BACK:image_size_mismatch" in notes
+    # the same 3D point lands on the same spot of the scene in both images
+    point = np.array([[3.0, -1.0, 20.0]])
+    uv_full, _ = geo.project_to_image(point, K)
+    uv_reduced, _ = geo.project_to_image(point, reduced_intrinsics(K, 4))
+    np.testing.assert_allclose(uv_reduced, (uv_full + 0.5) / 4 - 0.5)

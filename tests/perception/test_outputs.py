@@ -95,3 +95,21 @@ def test_empty_detections_give_empty_messages_and_a_lone_deleteall():
     header = make_header(9, "LIDAR_TOP")
     assert len(outputs.detected_objects_msg(Detections.empty(), header).objects) == 0
     assert len(outputs.markers_msg(Detections.empty(), header).markers) == 1
+
+
+def test_reduced_jpeg_decoding_matches_a_downscaled_full_decode():
+    import cv2
+
+    from bevfusion_ros.ros.image import compressed_image_to_rgb, rgb_to_compressed_image
+    from bevfusion_ros.ros.ingest import decode_compressed_reduced
+
+    yy, xx = np.mgrid[0:900, 0:1600]
+    image = np.stack([(xx / 7) % 255, (yy / 3) % 255, (xx + yy) / 10 % 255], -1).astype(np.uint8)
+    msg = rgb_to_compressed_image(image, "CAM_FRONT", 0, quality=95)
+    reduced = decode_compressed_reduced(msg, 4)
+    assert reduced.shape == (225, 400, 3)
+    reference = cv2.resize(compressed_image_to_rgb(msg), (400, 225), interpolation=cv2.INTER_AREA)
+    assert np.abs(reduced.astype(int) - reference.astype(int)).mean() < 3.0
+    msg.data = b"\xff\xd8 broken"
+    with pytest.raises(ValueError):
+        decode_compressed_reduced(msg, 4)

@@ -40,8 +40,9 @@ def infer_version(dataroot) -> str:
 
 
 def open_nuscenes(dataroot, version: str | None = None, verbose: bool = False):
-    """The devkit's NuScenes for `dataroot`/`version` (inferred when None), checked first so that a wrong
-    path, an unknown version, a missing table or a corrupt JSON gives one UserError."""
+    """The devkit's NuScenes for `dataroot`/`version` (inferred when None). A wrong path, an unknown version,
+    a missing table, a corrupt JSON (named) or tables the devkit rejects (e.g. lidarseg label files that do not
+    match lidarseg.json) give one UserError; tables are read once, by the devkit."""
     root = Path(dataroot)
     if not root.is_dir():
         raise UserError(f"nuScenes dataroot {root} is not a directory")
@@ -53,22 +54,28 @@ def open_nuscenes(dataroot, version: str | None = None, verbose: bool = False):
     if not table_dir.is_dir():
         raise UserError(f"no table folder {table_dir} (version {version} not in {root})")
     optional = [t for t in ("lidarseg", "panoptic") if (table_dir / f"{t}.json").is_file()]
-    for table in (*REQUIRED_TABLES, *optional):
-        path = table_dir / f"{table}.json"
-        if not path.is_file():
-            raise UserError(f"nuScenes table {path} is missing")
-        try:
-            with open(path) as handle:
-                data = json.load(handle)
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise UserError(f"nuScenes table {path} is not valid JSON ({err})") from None
-        if not isinstance(data, list):
-            raise UserError(f"nuScenes table {path} is not a list of records")
+    for table in REQUIRED_TABLES:
+        if not (table_dir / f"{table}.json").is_file():
+            raise UserError(f"nuScenes table {table_dir / table}.json is missing")
     from nuscenes import NuScenes
     try:
         return NuScenes(version=version, dataroot=str(root), verbose=verbose)
-    except (AssertionError, KeyError, FileNotFoundError) as err:
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise UserError(_first_corrupt_table(table_dir, (*REQUIRED_TABLES, *optional))) from None
+    except (AssertionError, KeyError, TypeError, FileNotFoundError) as err:
         raise UserError(f"nuScenes dataset at {root} ({version}) is inconsistent: {err}") from None
+
+
+def _first_corrupt_table(table_dir: Path, tables) -> str:
+    """The message naming the first table that is not valid JSON (only called after loading failed)."""
+    for table in tables:
+        path = table_dir / f"{table}.json"
+        try:
+            with open(path) as handle:
+                json.load(handle)
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            return f"nuScenes table {path} is not valid JSON ({err})"
+    return f"a nuScenes table in {table_dir} is not valid JSON"
 
 
 def find_scene(nusc, name: str) -> dict:

@@ -73,7 +73,13 @@ def test_open_nuscenes_refuses_missing_table(broken_copy):
 
 def test_open_nuscenes_refuses_corrupt_json(broken_copy):
     (broken_copy / "v1.0-mini" / "scene.json").write_text('[{"token": ')
-    with pytest.raises(UserError, match="not valid JSON"):
+    with pytest.raises(UserError, match="scene.json is not valid JSON"):
+        io.open_nuscenes(broken_copy, "v1.0-mini")
+
+
+def test_open_nuscenes_refuses_lidarseg_files_not_matching_the_table(broken_copy):
+    next((broken_copy / "lidarseg" / "v1.0-mini").iterdir()).unlink()
+    with pytest.raises(UserError, match="inconsistent.*label files"):
         io.open_nuscenes(broken_copy, "v1.0-mini")
 
 

@@ -156,6 +156,13 @@ class BEVPoolPlan:
             if int((self.interval_starts + self.interval_lengths).max()) > kept or \
                     int(self.interval_starts.min()) < 0:
                 raise ValueError("intervals reach outside the sorted points")
+        counts = self.cell_offsets[1:] - self.cell_offsets[:-1]
+        nonempty = torch.nonzero(counts).squeeze(1)
+        if not (torch.equal(nonempty, self.interval_cells)
+                and torch.equal(self.cell_offsets[nonempty], self.interval_starts)
+                and torch.equal(counts[nonempty], self.interval_lengths)):
+            raise ValueError("interval_cells/starts/lengths do not match cell_offsets (the plan's two views of "
+                             "the same CSR structure)")
 
     # ------------------------------------------------------------------ misc
 

@@ -117,6 +117,11 @@ def test_plan_round_trips_through_plain_tensors(small_grid):
     broken["pixel_index"] = tensors["pixel_index"] + 10_000
     with pytest.raises(ValueError, match="pixel_index out of range"):
         BEVPoolPlan.from_tensors(broken)
+    shifted = dict(tensors)
+    shifted["interval_lengths"] = tensors["interval_lengths"].clone()
+    shifted["interval_lengths"][0] -= 1
+    with pytest.raises(ValueError, match="do not match cell_offsets"):
+        BEVPoolPlan.from_tensors(shifted)
     with pytest.raises(ValueError, match="missing"):
         BEVPoolPlan.from_tensors({"point_index": tensors["point_index"]})
 

@@ -117,8 +117,9 @@ def generate(config: SynthConfig) -> dict:
         jobs.append(_SceneJob(config, rig, version, root, split, name, seed, location, written_maps[location]))
     summary = {"version": version, "scenes": [], "points_per_sweep": [], "annotations_per_sample": []}
     progress = _progress(len(names) * frames_per_scene, config.progress)
+    parallel = config.workers > 1 and len(jobs) > 1
     try:
-        if config.workers <= 1 or len(jobs) == 1:
+        if not parallel:
             results = (_run_scene(job, progress) for job in jobs)
         else:
             pool = ProcessPoolExecutor(max_workers=min(config.workers, len(jobs)),
@@ -129,11 +130,11 @@ def generate(config: SynthConfig) -> dict:
             summary["scenes"].append({"name": job.name, "split": job.split, "location": job.location})
             summary["points_per_sweep"].extend(stats["points_per_sweep"])
             summary["annotations_per_sample"].extend(stats["annotations_per_sample"])
-            if config.workers > 1 and len(jobs) > 1:
+            if parallel:
                 progress.update(frames_per_scene)
     finally:
         progress.close()
-        if config.workers > 1 and len(jobs) > 1:
+        if parallel:
             pool.shutdown(cancel_futures=True)
     writer.write(root)
     return summary

@@ -53,8 +53,12 @@ def run_partitioned(task: Callable[[int, int], None], n_rows: int, workers: int,
         return
     ranges = row_ranges(n_rows, parts)
 
+    # grad mode and inference mode are per thread: run the workers in the caller's inference mode (outputs
+    # allocated under torch.inference_mode() are inference tensors, written in place by the workers)
+    inference = torch.is_inference_mode_enabled()
+
     def guarded(begin: int, end: int) -> None:
-        with torch.no_grad():                  # grad mode is per thread; the dataflows are autograd-free
+        with torch.inference_mode(inference), torch.no_grad():   # the dataflows are autograd-free
             task(begin, end)
 
     futures = [worker_pool(parts).submit(guarded, begin, end) for begin, end in ranges]

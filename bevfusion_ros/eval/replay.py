@@ -366,6 +366,12 @@ def _figures(nusc, out_dir: Path, evaluated: list[KeyframeResult], records: dict
     if grids is not None:
         probs, res, x_min, y_min = grids
         map_args = {"map_probs": probs, "map_bounds": (x_min, y_min, res)}
+        try:
+            from bevfusion_ros.eval.map_gt import sample_map_gt
+            map_args["gt_map"] = sample_map_gt(nusc, kf.sample_token, [x_min, x_min + probs.shape[1] * res, res],
+                                               [y_min, y_min + probs.shape[2] * res, res])
+        except Exception:  # noqa: BLE001 - a dataset without maps still gets its figure
+            pass
     images.append(report.plot_bev(out_dir / "bev_keyframe.png", points=points, gt_boxes=gt_boxes,
                                   gt_labels=gt_label_ids, pred_boxes=det.boxes, pred_labels=det.labels,
                                   pred_scores=det.scores, title=f"{kf.scene} keyframe {kf.stamp_us} (replay)",

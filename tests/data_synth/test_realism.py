@@ -88,3 +88,19 @@ def test_lidarseg_labels_match_camera_semantic_masks(tiny_dataset, tiny_nusc):
             matched += int(agree.sum())
             total += int(inside.sum())
     assert matched / total > 0.93
+
+
+def test_num_lidar_pts_counts_keyframe_points_inside_each_box(tiny_dataset, tiny_nusc):
+    """As in nuScenes (and checked on the real sample): num_lidar_pts = keyframe sweep points in the box."""
+    from bevfusion_ros.geometry import box_from_nuscenes, points_in_boxes
+    root, _ = tiny_dataset
+    for sample in tiny_nusc.sample:
+        lidar_token = sample["data"][LIDAR_NAME]
+        points = io.load_points(root / tiny_nusc.get("sample_data", lidar_token)["filename"])
+        T_ego_lidar, _ = io.sensor_calibration(tiny_nusc, lidar_token)
+        world = transform_points(io.ego_pose(tiny_nusc, lidar_token) @ T_ego_lidar, points[:, :3].astype(np.float64))
+        anns = [tiny_nusc.get("sample_annotation", t) for t in sample["anns"]]
+        boxes = np.array([box_from_nuscenes(a["translation"], a["size"], a["rotation"]) for a in anns])
+        counts = points_in_boxes(world, boxes).sum(0)
+        assert [a["num_lidar_pts"] for a in anns] == counts.tolist()
+        assert (counts > 0).mean() > 0.5

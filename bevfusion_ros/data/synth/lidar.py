@@ -45,7 +45,6 @@ class LidarModel:
 class Sweep:
     points: np.ndarray      # [N, 5] float32 x, y, z, intensity, ring (sensor frame)
     labels: np.ndarray      # [N] uint8 lidarseg class
-    owner: np.ndarray       # [N] int32: index into the cast's boxes' owner ids (-2 ground)
 
 
 def _box_extents(boxes: np.ndarray, origin: np.ndarray, rot: np.ndarray, model: LidarModel):
@@ -89,10 +88,8 @@ def _box_extents(boxes: np.ndarray, origin: np.ndarray, rot: np.ndarray, model: 
 
 
 def cast(model: LidarModel, dirs_sensor: np.ndarray, T_world_sensor: np.ndarray, boxes: np.ndarray,
-         box_cls: np.ndarray, box_mat: np.ndarray, box_owner: np.ndarray, ground: GroundRaster,
-         rng: np.random.Generator) -> Sweep:
-    """One sweep. boxes [B, 7] world [x, y, z_centre, l, w, h, yaw]; box_owner [B] an id per box (agent index,
-    or -1 for static structures) returned per point in `Sweep.owner`."""
+         box_cls: np.ndarray, box_mat: np.ndarray, ground: GroundRaster, rng: np.random.Generator) -> Sweep:
+    """One sweep. boxes [B, 7] world [x, y, z_centre, l, w, h, yaw] with their class and material [B]."""
     rot = T_world_sensor[:3, :3]
     origin = T_world_sensor[:3, 3]
     dirs = dirs_sensor @ rot.T
@@ -143,7 +140,6 @@ def cast(model: LidarModel, dirs_sensor: np.ndarray, T_world_sensor: np.ndarray,
         labels[is_ground], material[is_ground] = ground.lookup(world[is_ground, :2])
     labels[~is_ground] = box_cls[owner_box[~is_ground]]
     material[~is_ground] = box_mat[owner_box[~is_ground]]
-    owner = np.where(is_ground, GROUND_HIT, box_owner[np.where(is_ground, 0, owner_box)]).astype(np.int32)
 
     t_noisy = t_true + rng.normal(0.0, model.range_noise, len(keep))
     xyz = dirs_sensor[keep] * t_noisy[:, None]
@@ -154,7 +150,7 @@ def cast(model: LidarModel, dirs_sensor: np.ndarray, T_world_sensor: np.ndarray,
     intensity = np.clip(np.round(intensity), 0, 255)
     ring_idx = keep % n_rings
     points = np.concatenate([xyz, intensity[:, None], ring_idx[:, None]], 1).astype(np.float32)
-    return Sweep(points=points, labels=labels, owner=owner)
+    return Sweep(points=points, labels=labels)
 
 
 def _slab(boxes: np.ndarray, which: np.ndarray, origin: np.ndarray, dirs: np.ndarray) -> np.ndarray:

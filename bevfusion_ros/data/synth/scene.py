@@ -17,7 +17,8 @@ from bevfusion_ros.data.synth.rig import Rig
 from bevfusion_ros.data.synth.scenario import ANNOTATION_RADIUS, Scenario, build_scenario
 from bevfusion_ros.data.synth.world import city_for
 from bevfusion_ros.data.synth.writer import TableWriter, token, visibility_token
-from bevfusion_ros.geometry import make_transform, matrix_to_quat_wxyz, yaw_to_quat_wxyz
+from bevfusion_ros.geometry import (make_transform, matrix_to_quat_wxyz, points_in_boxes, transform_points,
+                                   yaw_to_quat_wxyz)
 
 KEYFRAME_US = 500_000
 LIDAR_HZ = 20
@@ -149,10 +150,9 @@ class SceneGenerator:
             is_key = j % per_key == 0
             k = j // per_key
             sample_token = sample_tokens[k] if is_key else sample_tokens[min(k + 1, len(sample_tokens) - 1)]
-            boxes, owners = self.world_boxes(t)
-            owner_ids = np.concatenate([np.full(len(self.statics.boxes), -1), owners])
-            sweep = cast(model, dirs, self.T_world_ego(t) @ T_ego_lidar, boxes, self.box_cls, self.box_mat,
-                         owner_ids, self.ground, self.rng)
+            boxes, _ = self.world_boxes(t)
+            T_world_lidar = self.T_world_ego(t) @ T_ego_lidar
+            sweep = cast(model, dirs, T_world_lidar, boxes, self.box_cls, self.box_mat, self.ground, self.rng)
             folder = "samples" if is_key else "sweeps"
             filename = f"{folder}/{LIDAR_NAME}/{self.log_name}__{LIDAR_NAME}__{stamp}.pcd.bin"
             sweep.points.tofile(self.root / filename)
@@ -161,7 +161,8 @@ class SceneGenerator:
             records.append(rec)
             if is_key:
                 stats["points_per_sweep"].append(len(sweep.points))
-                counts = np.bincount(sweep.owner[sweep.owner >= 0], minlength=len(self.scenario.agents))
+                # num_lidar_pts as nuScenes defines it: the sweep's points inside the annotation box.
+                counts = _points_per_box(sweep.points, T_world_lidar, [a.box(t) for a in self.scenario.agents])
                 for agent_index, count in enumerate(counts):
                     hits[(k, agent_index)] = int(count)
                 if cfg.semantic:
@@ -287,6 +288,18 @@ class SceneGenerator:
                                "category_token": w.category_token[agent.category],
                                "nbr_annotations": len(records), "first_annotation_token": records[0]["token"],
                                "last_annotation_token": records[-1]["token"]})
+
+
+def _points_per_box(points: np.ndarray, T_world_lidar: np.ndarray, boxes: list[np.ndarray]) -> np.ndarray:
+    """Number of sweep points (sensor frame) inside each world box [x, y, z, l, w, h, yaw]."""
+    if not boxes:
+        return np.zeros(0, int)
+    boxes = np.asarray(boxes)
+    world = transform_points(T_world_lidar, points[:, :3].astype(np.float64))
+    counts = np.zeros(len(boxes), int)
+    for start in range(0, len(boxes), 32):          # bounded memory: points x 32 boxes at a time
+        counts[start:start + 32] = points_in_boxes(world, boxes[start:start + 32]).sum(0)
+    return counts
 
 
 _RENDERERS: dict[tuple[str, tuple], CameraRenderer] = {}

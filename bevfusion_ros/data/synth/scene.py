@@ -52,7 +52,7 @@ class SceneGenerator:
         return make_transform(yaw_to_quat_wxyz(yaw), [xy[0], xy[1], 0.0])
 
     def world_boxes(self, t: float):
-        """All boxes at time t: statics then agent parts; with colour, class, material, owner."""
+        """All boxes at time t (statics, then every agent's parts) and, per part box, its agent's index."""
         parts = [a.part_boxes(t) for a in self.scenario.agents]
         owners = np.concatenate([np.full(len(p), i) for i, p in enumerate(parts)]) if parts else np.zeros(0, int)
         boxes = np.concatenate([self.statics.boxes, *parts]) if parts else self.statics.boxes
@@ -73,7 +73,6 @@ class SceneGenerator:
                  (statics.boxes[:, 1] > bounds[1] - 30) & (statics.boxes[:, 1] < bounds[3] + 30)
         self.statics = statics.select(inside)
         agents = self.scenario.agents
-        n_static = len(self.statics.boxes)
         part_cls = np.array([a.seg_class for a in agents for _ in a.parts], np.uint8)
         part_mat = np.array([p[7] for a in agents for p in a.parts], np.uint8)
         part_col = np.array([p[6] for a in agents for p in a.parts], np.uint8).reshape(-1, 3)
@@ -108,9 +107,9 @@ class SceneGenerator:
             calib[sensor.channel] = tok
 
         stats = {"points_per_sweep": [], "annotations_per_sample": []}
-        hits_per_agent = self._lidar(calib, sample_tokens, key_us, stats)
+        lidar_pts = self._lidar(calib, sample_tokens, key_us, stats)
         visible = self._cameras(calib, sample_tokens, key_us)
-        self._annotations(sample_tokens, key_us, hits_per_agent, visible, stats)
+        self._annotations(sample_tokens, key_us, lidar_pts, visible, stats)
         return stats
 
     def _sample_data(self, channel: str, calib_token: str, sample_token: str, stamp_us: int, t: float,

@@ -32,17 +32,23 @@ class SparseConvFunction(torch.autograd.Function):
 
 
 def apply_kernel_map(feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap,
-                     bias: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """[n_in, Cin] x weight [K, Cin, Cout] through ``kmap`` -> [n_out, Cout]."""
+                     bias: Optional[torch.Tensor] = None, residual: Optional[torch.Tensor] = None,
+                     relu: bool = False) -> torch.Tensor:
+    """relu?([n_in, Cin] x weight [K, Cin, Cout] through ``kmap`` + bias + residual) -> [n_out, Cout]."""
     if weight.dim() != 3 or weight.shape[0] != kmap.kernel_volume or weight.shape[1] != feats.shape[1]:
         raise ValueError(f"weight must be [K={kmap.kernel_volume}, Cin={feats.shape[1]}, Cout], got "
                          f"{tuple(weight.shape)}")
     if feats.shape[0] != kmap.n_in:
         raise ValueError(f"feats has {feats.shape[0]} rows but the kernel map expects {kmap.n_in}")
-    if torch.is_grad_enabled() and (feats.requires_grad or weight.requires_grad
-                                    or (bias is not None and bias.requires_grad)):
-        return SparseConvFunction.apply(feats, weight, bias, kmap)
-    return gather_scatter.conv_forward(feats, weight, kmap, bias)
+    if residual is not None and tuple(residual.shape) != (kmap.n_out, weight.shape[2]):
+        raise ValueError(f"residual must be [{kmap.n_out}, {weight.shape[2]}], got {tuple(residual.shape)}")
+    if torch.is_grad_enabled() and (feats.requires_grad or weight.requires_grad or (
+            bias is not None and bias.requires_grad) or (residual is not None and residual.requires_grad)):
+        out = SparseConvFunction.apply(feats, weight, bias, kmap)
+        if residual is not None:
+            out = out + residual
+        return torch.relu(out) if relu else out
+    return gather_scatter.conv_forward(feats, weight, kmap, bias, residual, relu)
 
 
 def _flat_weight(weight: torch.Tensor) -> torch.Tensor:
@@ -53,17 +59,17 @@ def _flat_weight(weight: torch.Tensor) -> torch.Tensor:
 
 
 def submanifold_conv3d(x: SparseTensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
-                       dilation=1) -> SparseTensor:
+                       dilation=1, residual: Optional[torch.Tensor] = None, relu: bool = False) -> SparseTensor:
     """Submanifold convolution (output sites = input sites). weight: [kx, ky, kz, Cin, Cout]."""
     kernel = tuple(weight.shape[:3])
     dil = _as_triple(dilation, "dilation")
     kmap = x.cache.get_or_build(x.coords, ("subm", kernel, dil), lambda: build_submanifold_map(
         x.coords, x.batch_size, x.spatial_shape, kernel, dil))
-    return x.replace_feature(apply_kernel_map(x.feats, _flat_weight(weight), kmap, bias))
+    return x.replace_feature(apply_kernel_map(x.feats, _flat_weight(weight), kmap, bias, residual, relu))
 
 
 def strided_conv3d(x: SparseTensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None, stride=1,
-                   padding=0, dilation=1, indice_key: Optional[str] = None) -> SparseTensor:
+                   padding=0, dilation=1, indice_key: Optional[str] = None, relu: bool = False) -> SparseTensor:
     """spconv ``SparseConv3d``: output sites are all sites any input reaches. weight: [kx, ky, kz, Cin, Cout]."""
     kernel = tuple(weight.shape[:3])
     st, pad, dil = (_as_triple(v, n) for v, n in ((stride, "stride"), (padding, "padding"), (dilation, "dilation")))
@@ -71,7 +77,7 @@ def strided_conv3d(x: SparseTensor, weight: torch.Tensor, bias: Optional[torch.T
         build_strided_map(x.coords, x.batch_size, x.spatial_shape, kernel, st, pad, dil)))
     if indice_key is not None:
         x.cache.named[indice_key] = (x.coords, x.spatial_shape, x.stride, kmap)
-    feats = apply_kernel_map(x.feats, _flat_weight(weight), kmap, bias)
+    feats = apply_kernel_map(x.feats, _flat_weight(weight), kmap, bias, relu=relu)
     out_stride = tuple(a * b for a, b in zip(x.stride, st))
     return SparseTensor(feats, out_coords, out_shape, x.batch_size, out_stride, x.cache, validate=False)
 

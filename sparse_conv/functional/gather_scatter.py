@@ -23,26 +23,46 @@ IM2COL_CHUNK = 1024
 IM2COL_MAX_CHANNELS = 32
 
 
+class Epilogue:
+    """What to apply to each finished block of output rows: + bias, + residual rows, ReLU (inference only)."""
+
+    def __init__(self, bias: Optional[torch.Tensor] = None, residual: Optional[torch.Tensor] = None,
+                 relu: bool = False) -> None:
+        self.bias, self.residual, self.relu = bias, residual, relu
+
+    def __bool__(self) -> bool:
+        return self.bias is not None or self.residual is not None or self.relu
+
+    def apply(self, out: torch.Tensor, begin: int, end: int) -> None:
+        rows = out[begin:end]
+        if self.bias is not None:
+            rows += self.bias
+        if self.residual is not None:
+            rows += self.residual[begin:end]
+        if self.relu:
+            rows.relu_()
+
+
 def conv_forward(feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap,
-                 bias: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """feats [n_in, Cin], weight [K, Cin, Cout] -> [n_out, Cout].
+                 bias: Optional[torch.Tensor] = None, residual: Optional[torch.Tensor] = None,
+                 relu: bool = False) -> torch.Tensor:
+    """feats [n_in, Cin], weight [K, Cin, Cout] -> relu?([n_out, Cout] + bias + residual).
 
     Submanifold maps with few input channels use the output-stationary im2col dataflow (one big GEMM per
-    block of output rows, no scatter); everything else the chunked gather-GEMM-scatter.
+    block of output rows, no scatter); everything else the chunked gather-GEMM-scatter. The epilogue (bias,
+    residual, ReLU) runs on each worker's rows while they are still in cache.
     """
+    epilogue = Epilogue(bias, residual, relu)
     if feats.is_cuda and feats.dtype == torch.float16 and not torch.is_grad_enabled() and kmap.n_out > 0:
         from ..cuda import kernels                                   # fp16 CuPy kernel, fp32 accumulation
         if kernels.available():
             out = kernels.sparse_conv_fp16(feats, weight, kmap.neighbor_table_cached())
-            return out + bias.to(out.dtype) if bias is not None else out
+            epilogue.apply(out, 0, out.shape[0])
+            return out
     if (kmap.identity_offset is not None and feats.shape[1] <= IM2COL_MAX_CHANNELS and feats.device.type == "cpu"
             and kmap.n_out > 0):
-        out = im2col_forward(feats, weight, kmap)
-    else:
-        out = gather_gemm_scatter_forward(feats, weight, kmap)
-    if bias is not None:
-        out += bias
-    return out
+        return im2col_forward(feats, weight, kmap, epilogue=epilogue)
+    return gather_gemm_scatter_forward(feats, weight, kmap, epilogue=epilogue)
 
 
 def _sorted_by_output(kmap: KernelMap) -> bool:
@@ -66,7 +86,7 @@ def _workers_for(feats: torch.Tensor, kmap: KernelMap) -> int:
 
 
 def gather_gemm_scatter_forward(feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap,
-                                chunk: int = PAIR_CHUNK) -> torch.Tensor:
+                                chunk: int = PAIR_CHUNK, epilogue: Optional[Epilogue] = None) -> torch.Tensor:
     c_in, c_out = weight.shape[1], weight.shape[2]
     centre = kmap.identity_offset
     identity = centre is not None and kmap.n_in == kmap.n_out
@@ -74,6 +94,8 @@ def gather_gemm_scatter_forward(feats: torch.Tensor, weight: torch.Tensor, kmap:
     out = feats.new_empty((kmap.n_out, c_out)) if identity else feats.new_zeros((kmap.n_out, c_out))
     if workers == 1:
         _gather_gemm_scatter_rows(feats, weight, kmap, out, 0, kmap.n_out, None, chunk)
+        if epilogue:
+            epilogue.apply(out, 0, kmap.n_out)
         return out
     parts = max(1, min(workers, kmap.n_out // 2048))
     ranges = threads.row_ranges(kmap.n_out, parts)
@@ -88,6 +110,8 @@ def gather_gemm_scatter_forward(feats: torch.Tensor, weight: torch.Tensor, kmap:
         j = index_of[begin]
         spans = [(bounds[k][j], bounds[k][j + 1]) for k in range(kmap.kernel_volume)]
         _gather_gemm_scatter_rows(feats, weight, kmap, out, begin, end, spans, chunk)
+        if epilogue:
+            epilogue.apply(out, begin, end)
 
     threads.run_partitioned(task, kmap.n_out, parts, min_rows=1)
     return out
@@ -120,7 +144,7 @@ def _gather_gemm_scatter_rows(feats, weight, kmap, out, row_begin, row_end, span
 
 
 def im2col_forward(feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap,
-                   chunk: int = IM2COL_CHUNK) -> torch.Tensor:
+                   chunk: int = IM2COL_CHUNK, epilogue: Optional[Epilogue] = None) -> torch.Tensor:
     """out[o] = concat_k feats[table[o, k]] @ weight.view(K * Cin, Cout), missing neighbours read a zero row."""
     table = kmap.padded_neighbor_table()                       # [n_out, K], missing -> n_in (the zero row)
     n_out, volume = table.shape
@@ -138,6 +162,8 @@ def im2col_forward(feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap,
             m = end - begin
             g = torch.index_select(padded, 0, flat_table[begin * volume:end * volume], out=columns[:m * volume])
             torch.mm(g.view(m, volume * c_in), flat_weight, out=out[begin:end])
+            if epilogue:
+                epilogue.apply(out, begin, end)
 
     threads.run_partitioned(task, n_out, _workers_for(feats, kmap))
     return out

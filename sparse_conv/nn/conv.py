@@ -66,8 +66,12 @@ class Conv3d(nn.Module):
             raise ValueError(f"{type(self).__name__} expects {self.in_channels} input channels, "
                              f"got feats with {x.feats.shape[1]}")
         if self.mode == "submanifold":
-            out = functional.submanifold_conv3d(x, self.weight, self.bias, self.dilation)
-        elif self.mode == "strided":
+            return functional.submanifold_conv3d(x, self.weight, self.bias, self.dilation, residual,
+                                                 self.fused_relu)
+        if self.mode == "strided" and residual is None:
+            return functional.strided_conv3d(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
+                                             self.indice_key, self.fused_relu)
+        if self.mode == "strided":
             out = functional.strided_conv3d(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
                                             self.indice_key)
         elif self.mode == "transposed":
@@ -77,12 +81,8 @@ class Conv3d(nn.Module):
             out = functional.inverse_conv3d(x, self.weight, self.indice_key, self.bias)
         if residual is None and not self.fused_relu:
             return out
-        feats = out.feats
-        if residual is not None:
-            feats = feats + residual if torch.is_grad_enabled() else feats.add_(residual)
-        if self.fused_relu:
-            feats = torch.relu(feats) if torch.is_grad_enabled() else feats.relu_()
-        return out.replace_feature(feats)
+        feats = out.feats if residual is None else out.feats + residual
+        return out.replace_feature(torch.relu(feats) if self.fused_relu else feats)
 
 
 class SubMConv3d(Conv3d):

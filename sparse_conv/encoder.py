@@ -126,8 +126,45 @@ class SparseEncoder(nn.Module):
             shape = conv_output_shape(shape, kernel, stride, padding, 1)
         return (batch_size, self.output_channels * shape[2], shape[0], shape[1])
 
+    def build_kernel_maps(self, x: SparseTensor) -> None:
+        """Build every kernel map of the network into ``x.cache`` before the layers run.
+
+        The strided maps form a chain (each needs the previous one's output coordinates) and run on the
+        calling thread; each level's submanifold map is handed to a worker thread as soon as its coordinates
+        exist, so with 2 threads the two kinds overlap. The layers then find everything in the cache.
+        """
+        import time
+
+        from .functional import threads
+        from .kmap.build import build_strided_map, build_submanifold_map
+        started = time.perf_counter()
+        with threads.single_threaded_ops() as workers:
+            pending = []
+
+            def submanifold(coords, shape):
+                build = lambda: build_submanifold_map(coords, x.batch_size, shape, (3, 3, 3), (1, 1, 1))  # noqa: E731
+                task = lambda: x.cache.get_or_build(coords, ("subm", (3, 3, 3), (1, 1, 1)), build)  # noqa: E731
+                if workers > 1:
+                    pending.append(threads.worker_pool(workers).submit(task))
+                else:
+                    task()
+
+            coords, shape = x.coords, x.spatial_shape
+            geometry = self._strided_geometry()
+            submanifold(coords, shape)
+            for index, (kernel, stride, padding) in enumerate(geometry):
+                key = ("conv", tuple(kernel), tuple(stride), tuple(padding), (1, 1, 1))
+                coords, shape, _ = x.cache.get_or_build(coords, key, lambda c=coords, s=shape, k=kernel, t=stride,
+                                                        p=padding: build_strided_map(c, x.batch_size, s, k, t, p, 1))
+                if index < len(geometry) - 1:
+                    submanifold(coords, shape)
+            for future in pending:
+                future.result()
+        x.cache.prebuild_seconds = time.perf_counter() - started
+
     def forward_sparse(self, x: SparseTensor) -> SparseTensor:
         """The sparse output of ``conv_out`` (before densification)."""
+        self.build_kernel_maps(x)
         x = self.conv_input(x)
         x = self.encoder_layers(x)
         return self.conv_out(x)

@@ -20,6 +20,7 @@ class KernelMapCache:
         self._maps: dict[tuple, tuple[torch.Tensor, Any]] = {}
         self.named: dict[str, Any] = {}
         self.build_seconds = 0.0
+        self.prebuild_seconds = 0.0
 
     def get_or_build(self, coords: torch.Tensor, geometry: tuple, build: Callable[[], Any]) -> Any:
         key = (coords.data_ptr(), int(coords.shape[0]), str(coords.device)) + geometry
@@ -27,8 +28,11 @@ class KernelMapCache:
         if entry is not None and entry[0] is coords:
             return entry[1]
         import time
+
+        from .functional.threads import single_threaded_ops
         started = time.perf_counter()
-        value = build()
+        with single_threaded_ops():
+            value = build()
         self.build_seconds += time.perf_counter() - started
         self._maps[key] = (coords, value)                  # holding coords keeps data_ptr from being reused
         return value

@@ -59,10 +59,11 @@ def conv_forward(feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap,
             out = kernels.sparse_conv_fp16(feats, weight, kmap.neighbor_table_cached())
             epilogue.apply(out, 0, out.shape[0])
             return out
-    if (kmap.identity_offset is not None and feats.shape[1] <= IM2COL_MAX_CHANNELS and feats.device.type == "cpu"
-            and kmap.n_out > 0):
-        return im2col_forward(feats, weight, kmap, epilogue=epilogue)
-    return gather_gemm_scatter_forward(feats, weight, kmap, epilogue=epilogue)
+    with threads.single_threaded_ops():
+        if (kmap.identity_offset is not None and feats.shape[1] <= IM2COL_MAX_CHANNELS
+                and feats.device.type == "cpu" and kmap.n_out > 0):
+            return im2col_forward(feats, weight, kmap, epilogue=epilogue)
+        return gather_gemm_scatter_forward(feats, weight, kmap, epilogue=epilogue)
 
 
 def _sorted_by_output(kmap: KernelMap) -> bool:
@@ -80,9 +81,10 @@ def _sorted_by_output(kmap: KernelMap) -> bool:
 
 
 def _workers_for(feats: torch.Tensor, kmap: KernelMap) -> int:
-    if feats.device.type != "cpu" or torch.get_num_threads() < 2 or not _sorted_by_output(kmap):
+    workers = threads.requested_workers()
+    if feats.device.type != "cpu" or workers < 2 or not _sorted_by_output(kmap):
         return 1
-    return torch.get_num_threads()
+    return workers
 
 
 def gather_gemm_scatter_forward(feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap,

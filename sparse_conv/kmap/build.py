@@ -71,37 +71,44 @@ def _half_pairs(sorted_keys: torch.Tensor, layout: KeyLayout, half_offsets, kern
     Output row o (sorted position) pairs with the input row holding key(o) + offset_key. With unit dilation
     along z, one ``searchsorted`` per (dx, dy) column finds the lowest dz of the column; the other dz follow by
     stepping along the sorted keys (keys are unique, so key + 1 can only sit right after key). The (0, 0, dz)
-    offsets need no search at all: they are neighbours in sorted order.
+    offsets need no search at all for a kernel of 3 along z: key - 1 can only sit right before key.
+    Columns are independent and run on the worker threads.
     """
     n = sorted_keys.numel()
     rows = torch.arange(n, device=sorted_keys.device)
-    in_parts: list[torch.Tensor] = []
-    out_parts: list[torch.Tensor] = []
-    step_z = dilation[2] == 1
-    column_lookup: dict[tuple[int, int], list[tuple[torch.Tensor, torch.Tensor]]] = {}
-    for offset in half_offsets:
-        dx, dy, dz = offset
-        if step_z:
-            if (dx, dy) not in column_lookup:
-                lowest = -(kernel[2] // 2)
-                base = sorted_keys + layout.offset_key((dx, dy, lowest))
-                if dx == 0 and dy == 0 and kernel[2] == 3:
-                    pos = (rows - 1).clamp_(min=0)                      # key - 1 can only sit right before key
-                else:
-                    pos = torch.searchsorted(sorted_keys, base)
-                hits = []
-                for j in range(kernel[2]):
-                    p, hit = _lookup(sorted_keys, base + j, pos)
-                    hits.append((p, hit))
-                    pos = p + hit.to(p.dtype)
-                column_lookup[(dx, dy)] = hits
-            pos, hit = column_lookup[(dx, dy)][dz - (-(kernel[2] // 2))]
-        else:
-            pos, hit = _lookup(sorted_keys, sorted_keys + layout.offset_key(offset))
+
+    def pairs(pos: torch.Tensor, hit: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out_rows = torch.nonzero(hit).squeeze(1)
-        in_parts.append(pos.index_select(0, out_rows))
-        out_parts.append(out_rows)
-    return in_parts, out_parts
+        return pos.index_select(0, out_rows), out_rows
+
+    if dilation[2] != 1:
+        found = [pairs(*_lookup(sorted_keys, sorted_keys + layout.offset_key(o))) for o in half_offsets]
+        return [f[0] for f in found], [f[1] for f in found]
+
+    lowest = -(kernel[2] // 2)
+    columns = list(dict.fromkeys((dx, dy) for dx, dy, _ in half_offsets))
+    wanted = {column: [dz for dx, dy, dz in half_offsets if (dx, dy) == column] for column in columns}
+
+    def column_pairs(column: tuple[int, int]) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+        dx, dy = column
+        base = sorted_keys + layout.offset_key((dx, dy, lowest))
+        if dx == 0 and dy == 0 and kernel[2] == 3:
+            pos = (rows - 1).clamp_(min=0)
+        else:
+            pos = torch.searchsorted(sorted_keys, base)
+        result = {}
+        last = max(wanted[column])
+        for j in range(last - lowest + 1):
+            p, hit = _lookup(sorted_keys, base + j, pos)
+            if lowest + j in wanted[column]:
+                result[lowest + j] = pairs(p, hit)
+            pos = p + hit.to(p.dtype)
+        return result
+
+    from ..functional.threads import parallel_map, requested_workers
+    per_column = dict(zip(columns, parallel_map(column_pairs, columns, requested_workers())))
+    found = [per_column[(dx, dy)][dz] for dx, dy, dz in half_offsets]
+    return [f[0] for f in found], [f[1] for f in found]
 
 
 def build_submanifold_map(coords: torch.Tensor, batch_size: int, spatial_shape: Sequence[int],

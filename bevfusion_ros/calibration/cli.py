@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calib", required=True, help="rig calibration YAML giving the prior")
     parser.add_argument("--frames", type=int, default=5)
     parser.add_argument("--scene", default=None)
-    parser.add_argument("--mode", choices=("per_camera", "rig"), default="per_camera")
+    parser.add_argument("--mode", choices=("per_camera", "rig"), default="rig")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--config", default=None, help="YAML/JSON with CalibrationConfig overrides")
     out = parser.add_mutually_exclusive_group()

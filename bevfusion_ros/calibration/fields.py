@@ -43,16 +43,24 @@ def downsample_mask(mask: np.ndarray, factor: int) -> np.ndarray:
     """Boolean mask at 1/factor resolution by area fraction >= 0.5 (no half-pixel shift, unlike nearest)."""
     if factor == 1:
         return mask.astype(bool)
-    height, width = mask.shape
+    return _threshold(area_fraction(mask.astype(np.float32), factor), mask.any())
+
+
+def area_fraction(fraction: np.ndarray, factor: int) -> np.ndarray:
+    """Area-averaged coverage [0, 1] of a coverage map at 1/factor resolution."""
+    height, width = fraction.shape
     size = (max(1, int(round(width / factor))), max(1, int(round(height / factor))))
-    frac = cv2.resize(mask.astype(np.float32), size, interpolation=cv2.INTER_AREA)
+    return cv2.resize(fraction, size, interpolation=cv2.INTER_AREA)
+
+
+def _threshold(frac: np.ndarray, nonempty: bool) -> np.ndarray:
     small = frac >= 0.5
-    if not small.any() and mask.any():      # a thin structure (pole) below half a coarse pixel: keep its best cells
+    if not small.any() and nonempty:        # a thin structure (pole) below half a coarse pixel: keep its best cells
         small = frac >= 0.5 * frac.max()
     return small
 
 
-def signed_distance(mask: np.ndarray) -> np.ndarray:
+def signed_distance(mask: np.ndarray, precise: bool = True) -> np.ndarray:
     """Signed distance (pixels of `mask`) to the mask border: > 0 outside, < 0 inside.
 
     An all-true mask gives -inf-like large negative values; an all-false mask is the caller's problem
@@ -60,11 +68,12 @@ def signed_distance(mask: np.ndarray) -> np.ndarray:
     mask = mask.astype(bool)
     if not mask.any():
         raise ValueError("signed_distance of an empty mask")
-    outside = cv2.distanceTransform((~mask).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    kind = cv2.DIST_MASK_PRECISE if precise else cv2.DIST_MASK_5    # 5x5 mask: ~2 % error, for coarse levels
+    outside = cv2.distanceTransform((~mask).astype(np.uint8), cv2.DIST_L2, kind)
     if mask.all():
         inside = np.full(mask.shape, float(max(mask.shape)), np.float32)
     else:
-        inside = cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+        inside = cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, kind)
     # Both transforms measure to the nearest pixel *centre* of the other set; the border lies half a pixel
     # before it.
     return np.where(mask, -(inside - 0.5), outside - 0.5).astype(np.float32)
@@ -72,12 +81,54 @@ def signed_distance(mask: np.ndarray) -> np.ndarray:
 
 def class_field(mask: np.ndarray, level: FieldLevel) -> tuple[np.ndarray, float]:
     """(field [h, w] float32 in [0, 1), chance level) of one full-resolution class mask at `level`."""
-    small = downsample_mask(mask, level.downsample)
-    sd_px = signed_distance(small) * float(level.downsample)  # full-resolution pixels
-    soft = max(level.soft_px, 1e-3)
-    ramp = soft * np.logaddexp(0.0, sd_px / soft)
-    field = (1.0 - np.exp(-ramp / level.tau_px)).astype(np.float32)
+    return field_from_small_mask(downsample_mask(mask, level.downsample), level)
+
+
+def class_fields(mask: np.ndarray, levels: tuple[FieldLevel, ...] | list[FieldLevel]
+                 ) -> list[tuple[np.ndarray, float]]:
+    """:func:`class_field` for several levels, sharing the area-fraction pyramid (each level is resized
+    from the nearest finer one already computed, which is exact for INTER_AREA at integer factors)."""
+    cache: dict[int, np.ndarray] = {1: mask.astype(np.float32)}
+    first = min(level.downsample for level in levels)
+    if first > 1:   # the first reduction from the full-resolution mask in uint8 (4x less memory traffic)
+        cache[first] = area_fraction(mask.astype(np.uint8) * np.uint8(255), first).astype(np.float32) / 255.0
+    nonempty = bool(mask.any())
+    out = []
+    for level in levels:
+        factor = level.downsample
+        if factor not in cache:
+            base = max((f for f in cache if factor % f == 0), default=1)
+            cache[factor] = area_fraction(cache[base], factor // base)
+        small = mask.astype(bool) if factor == 1 else _threshold(cache[factor], nonempty)
+        out.append(field_from_small_mask(small, level))
+    return out
+
+
+def field_from_small_mask(small: np.ndarray, level: FieldLevel) -> tuple[np.ndarray, float]:
+    """The field of a mask already at the level's resolution. f is a function of the signed distance
+    only, so it is read from a table at 1/16 px steps rather than evaluated per pixel (exp/log1p on every
+    pixel of ~200 masks was a third of a rig calibration's CPU time)."""
+    precise = level.downsample <= 2
+    sd_px = signed_distance(small, precise) * np.float32(level.downsample)   # full-resolution pixels
+    table, lo, step = _field_table(level.tau_px, level.soft_px)
+    index = np.clip((sd_px - lo) / step + 0.5, 0, len(table) - 1).astype(np.int32)
+    field = table[index]
     return field, float(field.mean())
+
+
+_TABLES: dict[tuple[float, float], tuple[np.ndarray, float, float]] = {}
+
+
+def _field_table(tau: float, soft: float) -> tuple[np.ndarray, float, float]:
+    key = (float(tau), float(soft))
+    if key not in _TABLES:
+        step = 1.0 / 16.0
+        lo, hi = -4096.0, 8.0 * tau + 16.0 * soft
+        sd = np.arange(lo, hi + step, step)
+        soft = max(soft, 1e-3)
+        ramp = soft * np.logaddexp(0.0, sd / soft)
+        _TABLES[key] = ((1.0 - np.exp(-ramp / tau)).astype(np.float32), lo, step)
+    return _TABLES[key]
 
 
 def class_masks(labels: np.ndarray, classes: list[int]) -> dict[int, np.ndarray]:

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import torch
 
-from bevfusion_ros.calibration.fields import FieldLevel, class_field
+from bevfusion_ros.calibration.fields import FieldLevel, class_fields
 from bevfusion_ros.calibration.loss import MIN_DEPTH_M, AlignmentProblem
 from bevfusion_ros.calibration.semantics import SemanticFrame
 
@@ -149,18 +149,15 @@ def build_problem(frames: Sequence[SemanticFrame], cameras: Sequence[str], prior
         weights[n, :count] = 1.0
         intr[n] = row["cam"].intrinsic
         sizes[n] = row["cam"].size
+    per_row = [class_fields(row["mask"], options.levels) for row in rows]   # [group][level] -> (field, mean)
     fields, chance = [], []
-    for level in options.levels:
-        level_fields, level_chance = [], []
-        for row in rows:
-            value, mean = class_field(row["mask"], level)
-            level_fields.append(value)
-            level_chance.append(mean)
+    for index, _level in enumerate(options.levels):
+        level_fields = [per_row[n][index][0] for n in range(num)]
         shape = max(f.shape for f in level_fields)
         level_fields = [f if f.shape == shape else cv2.resize(f, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
                         for f in level_fields]
         fields.append(torch.from_numpy(np.stack(level_fields)[:, None]))
-        chance.append(torch.tensor(level_chance, dtype=torch.float32))
+        chance.append(torch.tensor([per_row[n][index][1] for n in range(num)], dtype=torch.float32))
     left_t = None
     if left is not None:
         left_t = torch.from_numpy(np.stack([left[r["camera"]] for r in rows]).astype(np.float32))

@@ -52,6 +52,7 @@ def test_node_applies_a_better_calibration_and_refuses_a_worse_one(toy, tmp_path
         node = CalibrationNode(context=context, parameter_overrides=[
             Parameter("calibration_file", value=str(path)), Parameter("frames", value=2),
             Parameter("camera_names", value=[camera]), Parameter("min_improvement", value=0.02),
+            Parameter("mode", value="per_camera"),
             Parameter("config_file", value=str(config)), Parameter("threads", value=1)])
         for frame in frames:
             node.session.add_frame(frame)

@@ -3,7 +3,7 @@
 These are plain dataclasses of numpy arrays (no ROS types, no torch), so the perception node, the replay
 evaluation, offline evaluation and tests all build and consume the same objects.
 
-Frames: points are in the LiDAR frame of the pivot sweep (nuScenes convention: x forward, y left, z up);
+Frames: points are in the LiDAR frame of the pivot sweep (nuScenes LIDAR_TOP: x right, y forward, z up; see geometry.py);
 ``T_lidar_cam`` maps camera-optical-frame points into that LiDAR frame; output boxes are in the LiDAR
 frame ([x, y, z, l, w, h, yaw, vx, vy], see geometry.py).
 """

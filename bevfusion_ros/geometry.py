@@ -1,8 +1,11 @@
 """Frames, transforms, quaternions, boxes and time: the project's geometry conventions, in one place.
 
 Conventions (ARCHITECTURE.md §4):
-- Right-handed frames. LiDAR frame as in nuScenes: x forward, y left, z up. Camera optical frame:
-  z forward, x right, y down.
+- Right-handed frames. The LiDAR frame is nuScenes' LIDAR_TOP sensor frame as mounted on the nuScenes
+  car: x to the right, y forward, z up (lidar2ego is a ~90 deg yaw; ARCHITECTURE.md's "x forward, y left"
+  describes the ego frame, not LIDAR_TOP). The model, its BEV grids and its boxes live in this frame, as
+  in BEVFusion; a LiDAR mounted otherwise is expressed in it through /tf. Ego (base_link): x forward,
+  y left, z up. Camera optical frame: z forward, x right, y down.
 - ``T_a_b`` is a 4x4 homogeneous matrix that maps points expressed in frame b into frame a
   (``p_a = T_a_b @ p_b``). Compose as ``T_a_c = T_a_b @ T_b_c``.
 - Quaternions: nuScenes stores ``(w, x, y, z)``; ROS messages store ``(x, y, z, w)``. Every conversion

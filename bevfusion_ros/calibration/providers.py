@@ -50,15 +50,15 @@ class CameraView:
 # ----------------------------------------------------------------------------- ground plane
 
 
-def fit_ground_plane(points: np.ndarray, iterations: int = 200, threshold: float = 0.15, seed: int = 0
-                     ) -> np.ndarray:
+def fit_ground_plane(points: np.ndarray, iterations: int = 200, threshold: float = 0.15, seed: int = 0,
+                     max_range: float = 30.0) -> np.ndarray:
     """RANSAC plane (a, b, c, d), unit normal pointing up (c > 0), ax + by + cz + d = 0, fitted to the
     lower part of the cloud near the sensor. Raises on a degenerate cloud."""
     xyz = np.asarray(points, np.float64)[:, :3]
     xyz = xyz[np.all(np.isfinite(xyz), axis=1)]
-    near = xyz[np.linalg.norm(xyz[:, :2], axis=1) < 30.0]
+    near = xyz[np.linalg.norm(xyz[:, :2], axis=1) < max_range]
     if len(near) < 50:
-        raise ValueError(f"cannot fit a ground plane: only {len(near)} points within 30 m")
+        raise ValueError(f"cannot fit a ground plane: only {len(near)} points within {max_range} m")
     low = near[near[:, 2] < np.percentile(near[:, 2], 40)]
     rng = np.random.default_rng(seed)
     best, best_inliers = None, -1

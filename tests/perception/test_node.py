@@ -316,3 +316,27 @@ def test_a_republished_tf_static_changes_the_extrinsics(graph):
     assert_processed_normally(graph)
     after = graph.pipeline.frames[-1].cameras[0].T_lidar_cam
     assert abs((after - before)[:3, 3]).max() == pytest.approx(0.2, abs=1e-6)
+
+
+def test_raw_images_by_parameter():
+    from sensor_msgs.msg import Image
+
+    from bevfusion_ros.ros.image import rgb_to_image
+    from bevfusion_ros.ros.qos import PLAYER_QOS
+
+    g = NodeGraph(compressed_images=False)
+    try:
+        g.publish_camera_info()
+        raw = {c: g.io.create_publisher(Image, f"/{c}/image_rect", PLAYER_QOS) for c in CAMERA_NAMES}
+        stamp = 1_800_000_000_000_000
+        g.publish_pose(stamp)
+        image = np.zeros((HEIGHT, WIDTH, 3), np.uint8)
+        image[:, :, 0] = 200
+        for c in CAMERA_NAMES:
+            raw[c].publish(rgb_to_image(image, c, stamp, encoding="bgr8"))
+        g.wait_for(lambda: all(g.node.assembler.latest_image_stamp(c) == stamp for c in CAMERA_NAMES), "raw images")
+        status = g.send_frame(stamp, cameras=(), pose=False)
+        assert status["status"] == "processed" and status["masked"] == []
+        assert g.pipeline.frames[-1].cameras[0].image[0, 0, 0] == 200      # RGB order restored from bgr8
+    finally:
+        g.close()

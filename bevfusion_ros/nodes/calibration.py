@@ -28,12 +28,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import TransformStamped
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, CompressedImage, PointCloud2
 from std_msgs.msg import Header
@@ -45,6 +43,7 @@ from bevfusion_ros.calibration.semalign import Calibrator
 from bevfusion_ros.calibration.session import CalibrationSession, SessionOutcome
 from bevfusion_ros.classes import CAMERA_NAMES
 from bevfusion_ros.errors import UserError
+from bevfusion_ros.nodes.run import run_node
 from bevfusion_ros.paths import share_dir
 from bevfusion_ros.ros.qos import CALIBRATION_QOS, OUTPUT_QOS, SENSOR_QOS, TF_STATIC_PUBLISHER_QOS
 from bevfusion_ros.ros.time import header_to_us
@@ -273,24 +272,7 @@ class CalibrationNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=sys.argv if args is None else args)
-    node = None
-    try:
-        node = CalibrationNode()
-        executor = MultiThreadedExecutor(num_threads=3)
-        executor.add_node(node)
-        executor.spin()
-    except UserError as err:
-        print(f"calibration_node: error: {err}", file=sys.stderr)
-        return 2
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.try_shutdown()
-    return 0
+    return run_node(CalibrationNode, "calibration_node", 3, args)
 
 
 if __name__ == "__main__":

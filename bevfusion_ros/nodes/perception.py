@@ -27,10 +27,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
@@ -39,6 +37,7 @@ from std_srvs.srv import SetBool
 
 from bevfusion_ros.classes import CAMERA_NAMES, MAP_CLASSES
 from bevfusion_ros.errors import UserError
+from bevfusion_ros.nodes.run import run_node
 from bevfusion_ros.paths import share_dir
 from bevfusion_ros.perception.assembler import AssemblerConfig, FrameAssembler, InputRejected, Sweep
 from bevfusion_ros.perception.calibration_file import load_extrinsics
@@ -465,24 +464,7 @@ class PerceptionNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=sys.argv if args is None else args)
-    node = None
-    try:
-        node = PerceptionNode()
-        executor = MultiThreadedExecutor(num_threads=int(os.environ.get("BEVFUSION_EXECUTOR_THREADS", "4")))
-        executor.add_node(node)
-        executor.spin()
-    except UserError as err:
-        print(f"perception_node: error: {err}", file=sys.stderr)
-        return 2
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.try_shutdown()
-    return 0
+    return run_node(PerceptionNode, "perception_node", int(os.environ.get("BEVFUSION_EXECUTOR_THREADS", "4")), args)
 
 
 if __name__ == "__main__":

@@ -98,6 +98,13 @@ def run() -> dict:
     except Exception as err:  # noqa: BLE001 - report, never fail the benchmark run
         result["latency_ms_p50_onnxruntime"] = "not available"
         result["onnxruntime_error"] = f"{type(err).__name__}: {err}"[:300]
+    # the same with 1 thread: on a shared, oversubscribed machine OpenMP's spin-waiting makes 2 threads
+    # slower than 1; both are reported so the effect of the load is visible
+    torch.set_num_threads(1)
+    one = _measure(PerceptionPipeline(CONFIG, checkpoint, backend="torch"), frame)
+    result["latency_ms_p50_torch_1thread"] = round(one["p50"], 2)
+    result["stages_ms_torch_1thread"] = one["stages"]
+    torch.set_num_threads(2)
     result["peak_mem_mb"] = round((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024.0, 1)
     result["wall_s"] = round(time.perf_counter() - started, 1)
     result["load_average_1min"] = round(__import__("os").getloadavg()[0], 2)
@@ -110,7 +117,8 @@ def markdown(result: dict) -> str:
              f"{result.get('load_average_1min')} on this shared machine.", "",
              "| back-end | p50 latency (ms) |", "|---|---|",
              f"| torch | {result['latency_ms_p50_torch']} |",
-             f"| onnxruntime | {result['latency_ms_p50_onnxruntime']} |", "",
+             f"| onnxruntime | {result['latency_ms_p50_onnxruntime']} |",
+             f"| torch, 1 thread | {result.get('latency_ms_p50_torch_1thread')} |", "",
              f"Peak memory (ru_maxrss growth): {result['peak_mem_mb']} MB.", "",
              "| stage (torch) | median ms |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in result["stages_ms_torch"].items()]

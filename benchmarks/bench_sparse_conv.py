@@ -150,10 +150,10 @@ def _trace_layers(encoder, x, layers) -> None:
     original = conv_module.apply_kernel_map
     names = {}
 
-    def traced(feats, weight, kmap, bias=None):
+    def traced(feats, weight, kmap, *args, **kwargs):
         layers.append((kmap.num_pairs, int(weight.shape[1]), int(weight.shape[2]),
                        "subm" if kmap.identity_offset is not None else "strided"))
-        return original(feats, weight, kmap, bias)
+        return original(feats, weight, kmap, *args, **kwargs)
 
     conv_module.apply_kernel_map = traced
     try:

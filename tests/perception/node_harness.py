@@ -75,7 +75,12 @@ def cloud(n=2000, seed=0, stamp_us=0, frame_id="LIDAR_TOP"):
 
 
 class NodeGraph:
-    """Starts the node under test plus an I/O node on one MultiThreadedExecutor in a background thread."""
+    """Starts the node under test plus an I/O node on one MultiThreadedExecutor in a background thread.
+
+    Each graph lives under its own namespace (inputs remapped into it too), so two graphs alive at once in
+    one test session never hear each other."""
+
+    _count = 0
 
     def __init__(self, **params):
         from bevfusion_ros.nodes.perception import PerceptionNode
@@ -87,16 +92,23 @@ class NodeGraph:
         self.pipeline = StubPipeline()
         overrides = {"checkpoint": "", "sweeps": 2, "diagnostics_period": 0.2, "stale_after": 0.6,
                      "image_decode_reduction": 1, **params}
+        NodeGraph._count += 1
+        self.prefix = f"/graph{NodeGraph._count}"
+        inputs = ["/LIDAR_TOP", "/tf", "/tf_static", "/diagnostics"] + [
+            f"/{c}/{suffix}" for c in CAMERA_NAMES for suffix in ("image_rect_compressed", "image_rect", "camera_info")]
+        remaps = [arg for topic in inputs for arg in ("-r", f"{topic}:={self.prefix}{topic}")]
         self.node = PerceptionNode("perception", pipeline=self.pipeline, context=self.context,
+                                   namespace=self.prefix, cli_args=["--ros-args", *remaps],
                                    parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()])
         self.io = Node("test_io", context=self.context)
-        self.pub_lidar = self.io.create_publisher(PointCloud2, "/LIDAR_TOP", PLAYER_QOS)
-        self.pub_images = {c: self.io.create_publisher(CompressedImage, f"/{c}/image_rect_compressed", PLAYER_QOS)
-                           for c in CAMERA_NAMES}
-        self.pub_info = {c: self.io.create_publisher(CameraInfo, f"/{c}/camera_info", PLAYER_QOS)
+        pre = self.prefix
+        self.pub_lidar = self.io.create_publisher(PointCloud2, f"{pre}/LIDAR_TOP", PLAYER_QOS)
+        self.pub_images = {c: self.io.create_publisher(CompressedImage, f"{pre}/{c}/image_rect_compressed",
+                                                       PLAYER_QOS) for c in CAMERA_NAMES}
+        self.pub_info = {c: self.io.create_publisher(CameraInfo, f"{pre}/{c}/camera_info", PLAYER_QOS)
                          for c in CAMERA_NAMES}
-        self.pub_tf = self.io.create_publisher(TFMessage, "/tf", PLAYER_QOS)
-        self.pub_tf_static = self.io.create_publisher(TFMessage, "/tf_static", TF_STATIC_PUBLISHER_QOS)
+        self.pub_tf = self.io.create_publisher(TFMessage, f"{pre}/tf", PLAYER_QOS)
+        self.pub_tf_static = self.io.create_publisher(TFMessage, f"{pre}/tf_static", TF_STATIC_PUBLISHER_QOS)
         self.received = defaultdict(list)
         self.cond = threading.Condition()
         from bevfusion_msgs.msg import DetectedObjects3D
@@ -109,7 +121,7 @@ class NodeGraph:
                                 ("/perception/detections_vision", Detection3DArray),
                                 ("/perception/markers", MarkerArray), ("/perception/frame_status", String),
                                 ("/perception/map/drivable_area", OccupancyGrid), ("/diagnostics", DiagnosticArray)]:
-            self.io.create_subscription(msg_type, topic, lambda m, t=topic: self._record(t, m), 200)
+            self.io.create_subscription(msg_type, f"{pre}{topic}", lambda m, t=topic: self._record(t, m), 200)
         self.executor = MultiThreadedExecutor(num_threads=4, context=self.context)
         self.executor.add_node(self.node)
         self.executor.add_node(self.io)

@@ -246,7 +246,7 @@ def test_diagnostics_report_latency_backend_and_counts(graph):
 def test_set_active_false_stops_processing_and_true_resumes_it(graph):
     from std_srvs.srv import SetBool
     import time
-    client = graph.io.create_client(SetBool, "/perception/set_active")
+    client = graph.io.create_client(SetBool, f"{graph.prefix}/perception/set_active")
     assert client.wait_for_service(5.0)
     future = client.call_async(SetBool.Request(data=False))
     graph.wait_for(lambda: future.done(), "set_active false")
@@ -327,7 +327,7 @@ def test_raw_images_by_parameter():
     g = NodeGraph(compressed_images=False)
     try:
         g.publish_camera_info()
-        raw = {c: g.io.create_publisher(Image, f"/{c}/image_rect", PLAYER_QOS) for c in CAMERA_NAMES}
+        raw = {c: g.io.create_publisher(Image, f"{g.prefix}/{c}/image_rect", PLAYER_QOS) for c in CAMERA_NAMES}
         stamp = 1_800_000_000_000_000
         g.publish_pose(stamp)
         image = np.zeros((HEIGHT, WIDTH, 3), np.uint8)

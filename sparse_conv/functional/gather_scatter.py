@@ -173,28 +173,31 @@ def im2col_forward(feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap,
 
 def conv_backward(grad_out: torch.Tensor, feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap,
                   need_feats: bool, need_weight: bool) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
-    """Gradients of conv_forward with respect to feats and weight."""
+    """Gradients of conv_forward with respect to feats and weight.
+
+    grad_feats is the forward dataflow run through the transposed map with weight[k]^T (so it gets the same
+    row-partitioned workers and the same determinism); grad_weight[k] = gathered_in_k^T @ gathered_grad_k,
+    one offset per task (tasks write disjoint slices).
+    """
     centre = kmap.identity_offset
     grad_feats = grad_weight = None
-    if need_feats:
-        if centre is not None:
-            grad_feats = torch.mm(grad_out, weight[centre].t())
-        else:
-            grad_feats = grad_out.new_zeros((kmap.n_in, weight.shape[1]))
-    if need_weight:
-        grad_weight = torch.zeros_like(weight)
-        if centre is not None:
-            grad_weight[centre] = torch.mm(feats.t(), grad_out)
-    for k in range(kmap.kernel_volume):
-        if k == centre:
-            continue
-        start, stop = kmap.offsets_ptr[k], kmap.offsets_ptr[k + 1]
-        if stop == start:
-            continue
-        in_idx, out_idx = kmap.in_idx[start:stop], kmap.out_idx[start:stop]
-        grad_rows = grad_out.index_select(0, out_idx)
+    with threads.single_threaded_ops() as workers:
         if need_feats:
-            grad_feats.index_add_(0, in_idx, torch.mm(grad_rows, weight[k].t()))
+            transposed = kmap._cache.get("transposed")
+            if transposed is None:
+                transposed = kmap._cache["transposed"] = kmap.transposed()
+            grad_feats = gather_gemm_scatter_forward(grad_out, weight.transpose(1, 2).contiguous(), transposed)
         if need_weight:
-            grad_weight[k] = torch.mm(feats.index_select(0, in_idx).t(), grad_rows)
+            def offset_gradient(k: int) -> torch.Tensor:
+                if k == centre:
+                    return torch.mm(feats.t(), grad_out)
+                start, stop = kmap.offsets_ptr[k], kmap.offsets_ptr[k + 1]
+                if stop == start:
+                    return weight.new_zeros(weight.shape[1:])
+                return torch.mm(feats.index_select(0, kmap.in_idx[start:stop]).t(),
+                                grad_out.index_select(0, kmap.out_idx[start:stop]))
+
+            offsets = list(range(kmap.kernel_volume))
+            use = workers if feats.device.type == "cpu" else 1
+            grad_weight = torch.stack(threads.parallel_map(offset_gradient, offsets, use))
     return grad_feats, grad_weight

@@ -11,6 +11,7 @@ their torch ops with one intra-op thread (``torch.set_num_threads`` is per threa
 """
 from __future__ import annotations
 
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -21,6 +22,7 @@ import torch
 _LOCAL = threading.local()
 _POOL_LOCK = threading.Lock()
 _POOLS: dict[int, ThreadPoolExecutor] = {}
+_POOLS_PID = os.getpid()
 
 
 def _single_threaded_worker() -> None:
@@ -29,7 +31,11 @@ def _single_threaded_worker() -> None:
 
 def worker_pool(workers: int) -> ThreadPoolExecutor:
     """A process-wide pool of ``workers`` threads whose torch ops run single-threaded (a cache, not config)."""
+    global _POOLS_PID
     with _POOL_LOCK:
+        if os.getpid() != _POOLS_PID:          # forked child: the parent's pool threads do not exist here
+            _POOLS.clear()
+            _POOLS_PID = os.getpid()
         pool = _POOLS.get(workers)
         if pool is None:
             caller_threads = torch.get_num_threads()

@@ -98,6 +98,21 @@ def default_scenes(nusc, eval_set: str) -> list[str]:
     return [scene["name"] for scene in nusc.scene if scene["name"] in names]
 
 
+def isolate_ros_graph() -> None:
+    """Environment for the graph, player and recorder this evaluation starts (inherited by the child
+    processes): the graph's DDS transports, discovery on this host only, and a ROS domain of its own, so
+    another graph on the machine (a developer's, a test's) cannot publish into the evaluation or read from
+    it. Values the user has set win (set ROS_DOMAIN_ID to watch an evaluation in RViz)."""
+    import random
+
+    from bevfusion_ros.launch_graph import DDS_ENV
+
+    for key, value in DDS_ENV.items():
+        os.environ.setdefault(key, value)
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    os.environ.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(1, 101)))
+
+
 def pace_label(rate) -> str:
     return "in lockstep" if rate == "lockstep" else f"at {float(rate):g}x"
 
@@ -294,9 +309,7 @@ def replay_eval(dataroot: str | Path, version: str, scenes: list[str] | None = N
 
     if not rate > 0:
         raise UserError(f"--rate must be positive, got {rate}")
-    from bevfusion_ros.launch_graph import DDS_ENV
-    for key, value in DDS_ENV.items():    # this process's recorder/player talk to the graph the same way
-        os.environ.setdefault(key, value)
+    isolate_ros_graph()
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     nusc = open_nuscenes(dataroot, version)
@@ -393,10 +406,7 @@ def run_soak(args: argparse.Namespace, params: dict) -> int:
     from bevfusion_ros.data.bag_convert import convert_scene
     from bevfusion_ros.data.nuscenes_io import open_nuscenes
     from bevfusion_ros.eval.detection import infer_eval_set
-    from bevfusion_ros.launch_graph import DDS_ENV
-
-    for key, value in DDS_ENV.items():
-        os.environ.setdefault(key, value)
+    isolate_ros_graph()
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     nusc = open_nuscenes(args.dataroot, args.version)

@@ -137,7 +137,7 @@ def write_params(out_dir: Path, overrides: dict, base: Path | None = None) -> Pa
     return path
 
 
-def play_lockstep(bag: Path, context, has_status, frame_timeout_s: float = 300.0, ack_timeout_s: float = 5.0,
+def play_lockstep(bag: Path, context, has_status, frame_timeout_s: float = 60.0, ack_timeout_s: float = 5.0,
                   topics: set[str] | None = None) -> str:
     """Play ``bag`` as fast as the node keeps up, deterministically: before each LiDAR message every message
     published so far is acknowledged by its (reliable) subscribers, and after it the node's frame_status for

@@ -55,6 +55,10 @@ class PerceptionPipeline:
         self.model, self.config = load_model(config, checkpoint_path, str(self.device))
         if self.device.type == "cpu":
             self._fuse_sparse()
+            # Small trained weights and post-ReLU activations produce subnormal floats, which x86 CPUs
+            # handle in microcode: measured 307 -> 191 ms for the tiny camera encoder. Flushing them to
+            # zero changes results by < 1e-30. (Process-wide flag; inference processes only.)
+            torch.set_flush_denormal(True)
         self.backend = backend if isinstance(backend, Backend) else make_backend(backend, self.model,
                                                                                  **backend_options)
         self.preprocess = Preprocessor(self.config)

@@ -56,7 +56,8 @@ def load_eval_data(sample_json: str | None, dataroot: str | None, frames: int, s
     if sample_json:
         from bevfusion_ros.calibration.providers import load_sample_json, sample_semantic_frame
         record = load_sample_json(sample_json, with_images=True)
-        return EvalData([sample_semantic_frame(record)], {n: v.T_cam_lidar for n, v in record.views.items()},
+        # truth = the static rig; the per-camera ego motion rides on the frame (see load_sample_json)
+        return EvalData([sample_semantic_frame(record)], record.static_extrinsics(),
                         {n: v.image for n, v in record.views.items()}, f"{sample_json} (box-derived labels)")
     from bevfusion_ros.calibration.providers import SynthGroundTruthProvider, _read_rgb
     provider = SynthGroundTruthProvider(dataroot)

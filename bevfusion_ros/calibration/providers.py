@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -215,14 +215,31 @@ class SampleRecord:
     points: np.ndarray                       # N x 5 (x, y, z, intensity, ring), LiDAR frame
     boxes: np.ndarray                        # M x 7, LiDAR frame
     box_classes: np.ndarray                  # M, index into DETECTION_CLASSES
-    views: dict[str, CameraView]             # T_cam_lidar = sample's lidar2cam (ground truth for this sweep)
+    views: dict[str, CameraView]             # T_cam_lidar = sample's lidar2cam (static rig + ego motion)
     T_ego_lidar: np.ndarray
     T_ego_cam: dict[str, np.ndarray]
     stamp_us: int
+    # Per camera: LiDAR frame at the LiDAR stamp -> LiDAR frame at that camera's stamp (see load_sample_json).
+    lidar_motion: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def static_extrinsics(self) -> dict[str, np.ndarray]:
+        """T_cam_lidar of the static rig, cam2ego^-1 @ lidar2ego: what a calibration file holds, the unknown
+        SemAlign calibrates, and the truth of the evaluation. ``static @ lidar_motion[c] == lidar2cam``."""
+        return {name: geo.invert_transform(self.T_ego_cam[name]) @ self.T_ego_lidar for name in self.views}
 
 
 def load_sample_json(path: str | Path, with_images: bool = False) -> SampleRecord:
-    """Read sample.json (+ the .pcd.bin next to it). Boxes labeled 'ignore' are dropped."""
+    """Read sample.json (+ the .pcd.bin next to it). Boxes labeled 'ignore' are dropped.
+
+    sample.json's per-camera ``lidar2cam`` is mmdet3d's, cam2ego^-1 @ (ego motion between the LiDAR stamp and
+    that camera's stamp) @ lidar2ego, not the static chain cam2ego^-1 @ lidar2ego: the cameras fire 0-43 ms
+    before the LiDAR stamp while the car drives ~9 m/s (CAM_FRONT: 0.33 m). The ego motion is localization
+    (ego poses), not calibration, so it is split off as ``lidar_motion[camera]`` = lidar2ego^-1 @ cam2ego @
+    lidar2cam (= the LiDAR-frame form of ego_pose(t_cam)^-1 @ ego_pose(t_lidar)), exactly the term the
+    nuScenes-dataset frames carry (``_lidar_motion``). The calibrated unknowns are then the static extrinsics
+    (:meth:`SampleRecord.static_extrinsics`, what calib/nuscenes.yaml holds) and projection is
+    static @ lidar_motion @ p = lidar2cam @ p. ``views[c].T_cam_lidar`` stays lidar2cam (the projection of
+    LiDAR-stamp geometry such as the boxes into that camera's image)."""
     path = Path(path)
     if path.is_dir():
         path = path / "sample.json"
@@ -249,16 +266,24 @@ def load_sample_json(path: str | Path, with_images: bool = False) -> SampleRecor
         views[name] = CameraView(name, size, np.array(cam["cam2img"], np.float64),
                                  np.array(cam["lidar2cam"], np.float64), image)
         ego_cam[name] = np.array(cam["cam2ego"], np.float64)
+    T_ego_lidar = np.array(meta["lidar"]["lidar2ego"], np.float64)
+    motion = {name: geo.invert_transform(T_ego_lidar) @ ego_cam[name] @ views[name].T_cam_lidar for name in views}
     return SampleRecord(points=points, boxes=np.array(boxes, np.float64).reshape(-1, 7),
-                        box_classes=np.array(classes, np.int64), views=views,
-                        T_ego_lidar=np.array(meta["lidar"]["lidar2ego"], np.float64), T_ego_cam=ego_cam,
-                        stamp_us=int(round(meta["timestamp_s"] * 1e6)))
+                        box_classes=np.array(classes, np.int64), views=views, T_ego_lidar=T_ego_lidar,
+                        T_ego_cam=ego_cam, stamp_us=int(round(meta["timestamp_s"] * 1e6)), lidar_motion=motion)
 
 
 def sample_semantic_frame(record: SampleRecord, provider: BoxLabelProvider | None = None) -> SemanticFrame:
+    """The keyframe as SemAlign input. Each camera carries its ``lidar_motion`` (ego motion between the LiDAR
+    and camera stamps), so the extrinsics to give / calibrate are the static ones
+    (``record.static_extrinsics()``), not sample.json's per-camera lidar2cam."""
     provider = provider or BoxLabelProvider()
-    return provider.frame(record.points, record.boxes, record.box_classes, list(record.views.values()),
-                          record.stamp_us)
+    frame = provider.frame(record.points, record.boxes, record.box_classes, list(record.views.values()),
+                           record.stamp_us)
+    for name, cam in frame.cameras.items():
+        if name in record.lidar_motion:
+            cam.lidar_motion = np.asarray(record.lidar_motion[name], np.float64)
+    return frame
 
 
 # ----------------------------------------------------------------------------- nuScenes-format datasets

@@ -187,12 +187,17 @@ def _pairs_from_candidates(coords: torch.Tensor, per_dim_valid: list[torch.Tenso
     layout = make_layout(batch_size, out_shape)
     ox, oy, oz = per_dim_out
     _, yo, zo = out_shape
-    part_x = (coords[:, 0].unsqueeze(0) * out_shape[0] + ox) * (yo * zo)          # [kx, n]
-    part_y = oy * zo                                                              # [ky, n]
-    keys = (part_x[:, None, None, :] + part_y[None, :, None, :] + oz[None, None, :, :]).view(volume, n)
-    pair_keys = keys[valid]                                                       # offset-major, then row
-    rows = torch.nonzero(valid)[:, 1]
-    counts = valid.sum(dim=1).tolist()
+    offset_index, rows = torch.nonzero(valid, as_tuple=True)                      # offset-major, then row
+    # keys only for the valid (offset, row) pairs: gather each axis' output coordinate
+    ix = torch.div(offset_index, kernel[1] * kernel[2], rounding_mode="floor")
+    iy = torch.div(offset_index, kernel[2], rounding_mode="floor") % kernel[1]
+    iz = offset_index % kernel[2]
+    x_out = ox.reshape(-1).index_select(0, ix * n + rows)
+    y_out = oy.reshape(-1).index_select(0, iy * n + rows)
+    z_out = oz.reshape(-1).index_select(0, iz * n + rows)
+    batch = coords[:, 0].index_select(0, rows)
+    pair_keys = ((batch * out_shape[0] + x_out) * yo + y_out) * zo + z_out
+    counts = torch.bincount(offset_index, minlength=volume).tolist()
     unique_keys, inverse = torch.unique(pair_keys, sorted=True, return_inverse=True)
     ptr = [0]
     for c in counts:

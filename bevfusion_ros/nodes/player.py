@@ -203,6 +203,20 @@ def _play(reader, node, rate, loop, topics, clock, clock_hz, start_delay_s, wait
         stats.interrupted = True
     stats.interrupted = stats.interrupted or stop_event.is_set()
     stats.wall_s = time.monotonic() - wall_begin
+    if not stats.interrupted:
+        # Reliable subscribers may still be receiving the last messages (a large PointCloud2 takes a few
+        # ms): wait for their acknowledgements, within one shared 2 s budget, before the publishers go away,
+        # so a scene's final sweep is not lost.
+        from rclpy.duration import Duration
+        ack_deadline = time.monotonic() + 2.0
+        for publisher in set(by_topic.values()):
+            remaining = ack_deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                publisher.wait_for_all_acked(Duration(nanoseconds=int(remaining * 1e9)))
+            except Exception:  # noqa: BLE001 - best effort: the messages were already published
+                break
     for publisher in set(by_topic.values()):
         node.destroy_publisher(publisher)
     if clock_publisher is not None:

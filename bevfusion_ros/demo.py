@@ -10,6 +10,7 @@ Budget: under 10 minutes on 2 CPU cores, setup excluded (about 2 minutes with th
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -36,7 +37,7 @@ def find_version(dataroot: Path) -> str:
 def generate(out: Path, scenes: int, keyframes: int, seed: int, split: str | None) -> Path:
     command = [sys.executable, "-m", "bevfusion_ros.cli", "dataset", "synth", "--out", str(out),
                "--scenes", str(scenes), "--seed", str(seed), "--keyframes", str(keyframes), "--split", split,
-               "--no-semantic", "--quiet"]
+               "--no-semantic", "--quiet", "--workers", str(max(1, min(scenes, os.cpu_count() or 1)))]
     print(f"[demo] generating {scenes} synthetic scenes (seed {seed}, {keyframes} keyframes each) -> {out}",
           flush=True)
     proc = subprocess.run(command, capture_output=True, text=True)

@@ -34,9 +34,11 @@ def test_perception_node_with_a_bad_parameter_stops_with_one_clear_line(tmp_path
     import sys
 
     params = tmp_path / "bad.yaml"
-    params.write_text("/**:\n  ros__parameters:\n    backend: tensorflow\n    sweeps: -1\n")
+    params.write_text("/**:\n  ros__parameters:\n    backend: tensorflow\n    sweeps: -1\n"
+                      "    gil_switch_interval: 0.5\n")
     proc = subprocess.run([sys.executable, "-m", "bevfusion_ros.nodes.perception", "--ros-args",
                            "--params-file", str(params)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "backend must be one of" in proc.stderr and "sweeps must be >= 0" in proc.stderr
+    assert "gil_switch_interval must be in [0, 0.1] s" in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -340,3 +340,10 @@ def test_raw_images_by_parameter():
         assert g.pipeline.frames[-1].cameras[0].image[0, 0, 0] == 200      # RGB order restored from bgr8
     finally:
         g.close()
+
+
+def test_the_node_shortens_the_gil_switch_interval_so_the_model_thread_is_not_starved(graph):
+    import sys
+
+    assert sys.getswitchinterval() == pytest.approx(graph.node.params["gil_switch_interval"])
+    assert graph.node.params["gil_switch_interval"] < 0.005    # Python's default, which starved the model

@@ -5,11 +5,13 @@ conversion. Frame assembly, diagnostics and the drop-oldest worker live in ``bev
 the model in ``bevfusion_ros.runtime``.
 
 Threads: the subscriptions run on a MultiThreadedExecutor in their own callback groups (LiDAR, cameras,
-TF, timers) and only convert and buffer; the model runs on the worker thread with a queue of depth 1
-(drop-oldest, every drop counted), so ingestion never waits for inference. The model thread releases
-the GIL in every torch op and has to take it back from the executor threads; with Python's default 5 ms
-switch interval that convoy made the model stage 20x slower in real-time replay (p50 3.8 s instead of
-0.16 s on 2 cores), so the node shortens the interval (``gil_switch_interval``).
+timers) and only convert and buffer; /tf and /tf_static have a node, executor and thread of their own
+(``ros/tf_listener.py``, as tf2_ros's listener; /tf heard best effort); the model runs on the worker
+thread with a queue of depth 1 (drop-oldest, every drop counted), so ingestion never waits for
+inference. The model thread releases the GIL in every torch op and has to take it back from the executor
+threads; with Python's default 5 ms switch interval that convoy made the model stage 20x slower in
+real-time replay (p50 3.8 s instead of 0.16 s on 2 cores), so the node shortens the interval
+(``gil_switch_interval``).
 
 Input topics (remap with ``-r``): ``/LIDAR_TOP``, ``/CAM_*/image_rect_compressed`` (or ``/CAM_*/image_rect``
 with ``compressed_images: false``), ``/CAM_*/camera_info``, ``/tf``, ``/tf_static``.
@@ -50,7 +52,8 @@ from bevfusion_ros.ros import outputs
 from bevfusion_ros.ros.camera_info import CameraInfoError
 from bevfusion_ros.ros.ingest import LockedTransforms, MessageIngest
 from bevfusion_ros.ros.pointcloud import PointCloudError
-from bevfusion_ros.ros.qos import OUTPUT_QOS, SENSOR_QOS, TF_QOS, TF_STATIC_LISTENER_QOS
+from bevfusion_ros.ros.qos import OUTPUT_QOS, SENSOR_QOS
+from bevfusion_ros.ros.tf_listener import TFListenerThread
 from bevfusion_ros.ros.time import header_to_us, make_header
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
@@ -207,7 +210,6 @@ class PerceptionNode(Node):
         # ---- subscriptions, each kind in its own callback group
         lidar_group = MutuallyExclusiveCallbackGroup()
         camera_group = ReentrantCallbackGroup()
-        tf_group = MutuallyExclusiveCallbackGroup()
         timer_group = MutuallyExclusiveCallbackGroup()
         sensor_qos = SENSOR_QOS
         if p["reliable_sensors"]:
@@ -224,12 +226,9 @@ class PerceptionNode(Node):
             self.create_subscription(CameraInfo, f"/{name}/camera_info",
                                      lambda msg, cam=name: self._on_camera_info(cam, msg), sensor_qos,
                                      callback_group=camera_group)
-        try:
-            from tf2_msgs.msg import TFMessage
-            self.create_subscription(TFMessage, "/tf", lambda m: self._on_tf(m, False), TF_QOS,
-                                     callback_group=tf_group)
-            self.create_subscription(TFMessage, "/tf_static", lambda m: self._on_tf(m, True),
-                                     TF_STATIC_LISTENER_QOS, callback_group=tf_group)
+        self.tf_listener = None
+        try:   # on a node and thread of its own, so /tf never queues behind the sensors (ros/tf_listener.py)
+            self.tf_listener = TFListenerThread(self, self._on_tf)
         except ImportError:
             self.get_logger().warning("tf2_msgs is not built (make setup): extrinsics only from calibration_file")
         self.create_service(SetBool, "~/set_active", self._on_set_active, callback_group=timer_group)
@@ -468,6 +467,8 @@ class PerceptionNode(Node):
             self.pub_markers.publish(outputs.markers_msg(detections, header, self.params["marker_score_threshold"]))
 
     def destroy_node(self):
+        if getattr(self, "tf_listener", None) is not None:
+            self.tf_listener.close()
         for worker in (getattr(self, "worker", None), getattr(self, "secondary", None)):
             if worker is not None:     # absent when construction failed part-way
                 worker.stop()

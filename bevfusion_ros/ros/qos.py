@@ -3,7 +3,11 @@
 - Sensor inputs: best effort, keep last 5, volatile (``qos_profile_sensor_data``). A best-effort
   subscription matches both reliable and best-effort publishers.
 - Outputs: reliable, keep last 10.
-- ``/tf``: reliable, keep last 100. ``/tf_static``: reliable, transient local (depth 1 for a publisher
+- ``/tf``: publishers reliable, keep last 100 (tf2's). The perception node *listens* best effort
+  (``TF_LISTENER_QOS``): with a reliable reader one lost pose holds back every later one until the
+  writer's next heartbeat repairs it (measured in replay: ego poses arrived in bursts once a second,
+  so sweeps went out without ego motion); best effort loses that one pose and interpolates across it.
+  ``/tf_static``: reliable, transient local (depth 1 for a publisher
   that republishes the whole set, 100 for a listener), so late joiners get the static transforms.
 - Calibration results: reliable, transient local, depth 1 (late joiners get the latest calibration).
 - The bag player publishes RELIABLE: a best-effort publisher never connects to a reliable subscriber.
@@ -20,6 +24,9 @@ OUTPUT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=R
 
 TF_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE,
                     durability=DurabilityPolicy.VOLATILE)
+
+TF_LISTENER_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.BEST_EFFORT,
+                             durability=DurabilityPolicy.VOLATILE)
 
 TF_STATIC_PUBLISHER_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
                                      reliability=ReliabilityPolicy.RELIABLE,

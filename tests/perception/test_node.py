@@ -347,3 +347,17 @@ def test_the_node_shortens_the_gil_switch_interval_so_the_model_thread_is_not_st
 
     assert sys.getswitchinterval() == pytest.approx(graph.node.params["gil_switch_interval"])
     assert graph.node.params["gil_switch_interval"] < 0.005    # Python's default, which starved the model
+
+
+def test_ego_poses_are_heard_best_effort_on_a_listener_node_of_their_own(graph):
+    # a reliable reader holds every later pose back behind one lost sample until the writer's heartbeat
+    # repairs it (poses then arrive in 1 s bursts); best effort loses one pose and interpolates across it
+    from rclpy.qos import ReliabilityPolicy
+
+    listener = graph.node.tf_listener.node
+    infos = [i for i in listener.get_subscriptions_info_by_topic(f"{graph.prefix}/tf")
+             if i.node_name == listener.get_name()]
+    assert [i.qos_profile.reliability for i in infos] == [ReliabilityPolicy.BEST_EFFORT]
+    static = [i for i in listener.get_subscriptions_info_by_topic(f"{graph.prefix}/tf_static")
+              if i.node_name == listener.get_name()]
+    assert [i.qos_profile.reliability for i in static] == [ReliabilityPolicy.RELIABLE]

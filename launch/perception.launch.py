@@ -5,11 +5,12 @@ from the launch arguments: the same function ``bevfusion-ros launch perception``
 installed, so both start exactly the same nodes with the same parameters and remappings.
 """
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
-from launch.substitutions import LaunchConfiguration
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
+from launch.substitutions import EnvironmentVariable, LaunchConfiguration
 from launch_ros.actions import Node
 
 from bevfusion_ros.graph import LAUNCH_ARGUMENTS, resolve_graph
+from bevfusion_ros.launch_graph import NODE_ENV
 
 
 def _nodes(context, *args, **kwargs):
@@ -25,4 +26,7 @@ def generate_launch_description() -> LaunchDescription:
     return LaunchDescription(
         [DeclareLaunchArgument(name, default_value=default, description=description)
          for name, (default, description) in LAUNCH_ARGUMENTS.items()]
+        # the nodes' environment (launch_graph.NODE_ENV: DDS transports, malloc arenas); a user's value wins
+        + [SetEnvironmentVariable(name, EnvironmentVariable(name, default_value=value))
+           for name, value in NODE_ENV.items()]
         + [OpaqueFunction(function=_nodes)])

@@ -23,9 +23,9 @@ pytest.importorskip("tf2_msgs.msg", reason="interfaces not built (make setup)")
 from bevfusion_ros.paths import REPO_ROOT, nuscenes_sample_dir  # noqa: E402
 from tests.bag.tiny_dataset import build_tiny_dataset  # noqa: E402
 
-from bevfusion_ros.launch_graph import DDS_ENV  # noqa: E402
+from bevfusion_ros.launch_graph import NODE_ENV  # noqa: E402
 
-for _key, _value in DDS_ENV.items():      # the recorder and player in this process use the graph's transports
+for _key, _value in NODE_ENV.items():      # the recorder and player in this process use the graph's transports
     os.environ.setdefault(_key, _value)
 
 MODEL_CONFIG = REPO_ROOT / "models" / "bevfusion-tiny.yaml"

@@ -9,7 +9,7 @@ import types
 import pytest
 
 from bevfusion_ros.graph import LAUNCH_ARGUMENTS, resolve_graph
-from bevfusion_ros.launch_graph import parse_assignments, run
+from bevfusion_ros.launch_graph import NODE_ENV, parse_assignments, run
 from bevfusion_ros.paths import REPO_ROOT
 
 
@@ -67,6 +67,12 @@ def test_launch_file_builds_the_same_nodes_as_launch_graph(monkeypatch):
         def __init__(self, *args, **kwargs):
             self.args, self.kwargs = args, kwargs
 
+    class DeclareLaunchArgument(Record):
+        pass
+
+    class SetEnvironmentVariable(Record):
+        pass
+
     class Node(Record):
         def __init__(self, **kwargs):
             super().__init__(**kwargs)
@@ -74,8 +80,10 @@ def test_launch_file_builds_the_same_nodes_as_launch_graph(monkeypatch):
 
     modules = {
         "launch": types.SimpleNamespace(LaunchDescription=lambda actions: actions),
-        "launch.actions": types.SimpleNamespace(DeclareLaunchArgument=Record, OpaqueFunction=Record),
-        "launch.substitutions": types.SimpleNamespace(LaunchConfiguration=LaunchConfiguration),
+        "launch.actions": types.SimpleNamespace(DeclareLaunchArgument=DeclareLaunchArgument, OpaqueFunction=Record,
+                                                SetEnvironmentVariable=SetEnvironmentVariable),
+        "launch.substitutions": types.SimpleNamespace(LaunchConfiguration=LaunchConfiguration,
+                                                      EnvironmentVariable=Record),
         "launch_ros": types.SimpleNamespace(),
         "launch_ros.actions": types.SimpleNamespace(Node=Node),
     }
@@ -85,8 +93,13 @@ def test_launch_file_builds_the_same_nodes_as_launch_graph(monkeypatch):
     launch_file = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(launch_file)
     actions = launch_file.generate_launch_description()
-    declared = {a.args[0]: a.kwargs["default_value"] for a in actions[:-1]}
+    declared = {a.args[0]: a.kwargs["default_value"] for a in actions if isinstance(a, DeclareLaunchArgument)}
     assert declared == {name: default for name, (default, _) in LAUNCH_ARGUMENTS.items()}
+    # the same node environment as bevfusion-ros launch, each a default the user's own value overrides
+    environment = {a.args[0]: a.args[1].kwargs["default_value"] for a in actions
+                   if isinstance(a, SetEnvironmentVariable)}
+    assert environment == NODE_ENV and all(a.args[1].args == (a.args[0],) for a in actions
+                                           if isinstance(a, SetEnvironmentVariable))
     context = dict(declared, calibration="false", lidar_topic="/points")
     actions[-1].kwargs["function"](context)
     expected = resolve_graph("perception", context)
@@ -94,3 +107,13 @@ def test_launch_file_builds_the_same_nodes_as_launch_graph(monkeypatch):
     assert created[0]["executable"] == "perception_node"
     assert created[0]["parameters"] == [str(p) for p in expected[0].params_files]
     assert ("/LIDAR_TOP", "/points") in created[0]["remappings"]
+
+
+def test_nodes_start_with_the_graph_environment_and_a_users_value_wins(monkeypatch):
+    from bevfusion_ros.launch_graph import graph_environment
+
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    monkeypatch.setenv("FASTDDS_BUILTIN_TRANSPORTS", "UDPv4")
+    env = graph_environment()
+    assert env["MALLOC_ARENA_MAX"] == NODE_ENV["MALLOC_ARENA_MAX"]
+    assert env["FASTDDS_BUILTIN_TRANSPORTS"] == "UDPv4"

@@ -22,19 +22,21 @@ from pathlib import Path
 
 from bevfusion_ros.errors import UserError
 from bevfusion_ros.graph import GRAPHS, LAUNCH_ARGUMENTS, ResolvedNode, resolve_graph
+from bevfusion_ros.paths import share_dir
 
 
 # The environment every node of the graph starts with (``bevfusion-ros launch`` and perception.launch.py
 # alike); a value the user has set wins.
-# - FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA: Fast DDS transports for large messages on one host, shared memory
-#   (and TCP), not UDP fragments. With the default transports a burst of camera images loses UDP fragments
-#   under CPU load: best-effort samples are then lost whole and reliable ones wait for a retransmission
-#   (measured: up to 2 s); with LARGE_DATA the same burst arrives complete within milliseconds.
+# - FASTDDS_DEFAULT_PROFILES_FILE: config/fastdds_large_data.xml, Fast DDS shared memory with a 16 MiB
+#   segment (the file says why). Before it: FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA, which fixed lost UDP
+#   fragments (reliable samples waited up to 2 s for a retransmission) but kept the 512 KiB shared-memory
+#   segment, so reliable topics still stalled for ~1 s at a time (cameras masked for want of camera_info).
 # - MALLOC_ARENA_MAX=2: glibc gives each thread that allocates its own arena by default (up to 8 per core);
 #   the perception node's executor, TF, worker and torch threads all allocate frame-sized numpy buffers,
 #   and the freed memory stayed spread over the arenas. Measured in a 60 s soak at 4x real time on 2
 #   cores: resident memory +10.5% with the default, +2.1% with 2 arenas (1x: +0.6%).
-NODE_ENV = {"FASTDDS_BUILTIN_TRANSPORTS": "LARGE_DATA", "MALLOC_ARENA_MAX": "2"}
+NODE_ENV = {"FASTDDS_DEFAULT_PROFILES_FILE": str(share_dir() / "config" / "fastdds_large_data.xml"),
+            "MALLOC_ARENA_MAX": "2"}
 
 
 def graph_environment(extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -113,7 +113,23 @@ def test_nodes_start_with_the_graph_environment_and_a_users_value_wins(monkeypat
     from bevfusion_ros.launch_graph import graph_environment
 
     monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
-    monkeypatch.setenv("FASTDDS_BUILTIN_TRANSPORTS", "UDPv4")
+    monkeypatch.setenv("FASTDDS_DEFAULT_PROFILES_FILE", "/etc/my_profile.xml")
     env = graph_environment()
     assert env["MALLOC_ARENA_MAX"] == NODE_ENV["MALLOC_ARENA_MAX"]
-    assert env["FASTDDS_BUILTIN_TRANSPORTS"] == "UDPv4"
+    assert env["FASTDDS_DEFAULT_PROFILES_FILE"] == "/etc/my_profile.xml"
+
+
+def test_the_fast_dds_profile_gives_shared_memory_room_for_a_frame_of_sensor_data():
+    import xml.etree.ElementTree as ElementTree
+    from pathlib import Path
+
+    path = Path(NODE_ENV["FASTDDS_DEFAULT_PROFILES_FILE"])
+    ns = {"dds": "http://www.eprosima.com"}
+    root = ElementTree.parse(path).getroot()
+    shm = [d for d in root.iterfind(".//dds:transport_descriptor", ns) if d.findtext("dds:type", None, ns) == "SHM"]
+    assert len(shm) == 1
+    # six ~200 kB JPEGs, their camera_infos and a ~0.7 MB sweep, several times over
+    assert int(shm[0].findtext("dds:segment_size", None, ns)) >= 8 * 2**20
+    participant = root.find(".//dds:participant", ns)
+    assert participant.get("is_default_profile") == "true"
+    assert participant.findtext(".//dds:useBuiltinTransports", None, ns) == "false"

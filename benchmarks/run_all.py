@@ -67,8 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = []
     for name in names:
         # Each benchmark in a fresh process: one benchmark's thread pools, allocator state and imports
-        # (spconv, the sparse_conv worker pool) must not slow the next one down. Measured: the model's
-        # latency was 112.7 ms after the sparse_conv and bev_pool benchmarks in one process, 63-66 ms alone.
+        # (spconv, the sparse_conv worker pool, OpenMP settings) must not carry over into the next one.
         print(f"== bench {name}", flush=True)
         code = subprocess.call([sys.executable, "-m", "benchmarks.run_all", "--single", name], cwd=HERE.parent)
         if code != 0:

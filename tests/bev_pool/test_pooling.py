@@ -152,3 +152,14 @@ def test_package_is_standalone():
             "('rclpy', 'bevfusion_ros')]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=str(__import__('pathlib').Path(
         bev_pool.__file__).resolve().parent.parent))
+
+
+def test_cpu_pooling_reads_int32_bag_indices_made_once_per_plan(small_grid):
+    from bev_pool.cpu import _bag_indices
+
+    plan = BEVPoolPlan.from_geometry(random_geometry(SHAPE, small_grid), small_grid)
+    first = _bag_indices(plan)
+    assert [t.dtype for t in first] == [torch.int32, torch.int32]
+    assert torch.equal(first[0].long(), plan.pixel_index) and torch.equal(first[1].long(), plan.cell_offsets)
+    assert all(a is b for a, b in zip(first, _bag_indices(plan)))      # cached, not rebuilt per frame
+    assert plan.pixel_index.dtype == torch.int64                         # the plan's own format is unchanged

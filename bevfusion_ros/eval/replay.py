@@ -105,10 +105,9 @@ def isolate_ros_graph() -> None:
     it. Values the user has set win (set ROS_DOMAIN_ID to watch an evaluation in RViz)."""
     import random
 
-    from bevfusion_ros.launch_graph import NODE_ENV
+    from bevfusion_ros.launch_graph import use_node_environment
 
-    for key, value in NODE_ENV.items():
-        os.environ.setdefault(key, value)
+    use_node_environment()
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     os.environ.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(1, 101)))
 

@@ -19,7 +19,6 @@ Importable: :func:`play_bag` drives the same code in-process (with a caller's no
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import threading
 import time
@@ -244,9 +243,8 @@ def run(args: argparse.Namespace, ros_args: list[str] | None = None) -> int:
     import rclpy
 
     context = rclpy.Context()
-    from bevfusion_ros.launch_graph import NODE_ENV
-    for key, value in NODE_ENV.items():   # the graph's DDS profile: large messages need its shared memory
-        os.environ.setdefault(key, value)
+    from bevfusion_ros.launch_graph import use_node_environment
+    use_node_environment()   # the graph's DDS profile: large messages need its shared memory
     rclpy.init(args=ros_args, context=context)
     node = rclpy.create_node("bevfusion_player", context=context)
     try:

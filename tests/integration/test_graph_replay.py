@@ -9,7 +9,6 @@ shipped checkpoint when it exists, else the tiny config's untrained weights (the
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from pathlib import Path
@@ -23,10 +22,9 @@ pytest.importorskip("tf2_msgs.msg", reason="interfaces not built (make setup)")
 from bevfusion_ros.paths import REPO_ROOT, nuscenes_sample_dir  # noqa: E402
 from tests.bag.tiny_dataset import build_tiny_dataset  # noqa: E402
 
-from bevfusion_ros.launch_graph import NODE_ENV  # noqa: E402
+from bevfusion_ros.launch_graph import use_node_environment  # noqa: E402
 
-for _key, _value in NODE_ENV.items():      # the recorder and player in this process use the graph's transports
-    os.environ.setdefault(_key, _value)
+use_node_environment()      # the recorder and player in this process use the graph's transports
 
 MODEL_CONFIG = REPO_ROOT / "models" / "bevfusion-tiny.yaml"
 SHIPPED = REPO_ROOT / "models" / "bevfusion-tiny-synthetic.pt"

@@ -56,7 +56,9 @@ def _assign(points: torch.Tensor, voxel_size, point_range):
     """Kept point indices, their linear voxel keys, the grid and drop counts."""
     vs, lo, hi = _check_geometry(voxel_size, point_range)
     grid = grid_shape(vs, lo + hi)
-    finite = torch.isfinite(points).all(dim=1)
+    # a row sum is non-finite iff an element is (or the row overflows float range: nonsense either way);
+    # one reduction + one 1-D test instead of a test of every element and a boolean row reduction
+    finite = torch.isfinite(points.sum(dim=1))
     xyz = points[:, :3]
     lo_t = torch.tensor(lo, dtype=points.dtype, device=points.device)
     hi_t = torch.tensor(hi, dtype=points.dtype, device=points.device)
@@ -104,28 +106,24 @@ def voxelize(points: torch.Tensor, voxel_size: Sequence[float], point_range: Seq
     if reduce not in REDUCTIONS:
         raise ValueError(f"reduce must be one of {REDUCTIONS}, got {reduce!r}")
     index, keys, grid, stats = _assign(points, voxel_size, point_range)
-    unique_keys, inverse = torch.unique(keys, return_inverse=True)
+    # One stable sort groups each voxel's points in input order; spconv's order (voxels by their first
+    # point, the first max_points_per_voxel points of each) then needs only an argsort of the voxels.
+    sorted_keys, by_key = torch.sort(keys, stable=True)
+    unique_keys, counts = torch.unique_consecutive(sorted_keys, return_counts=True)
     n_unique = int(unique_keys.numel())
-    order_points = torch.arange(index.numel(), device=points.device)
-    first = torch.full((n_unique,), index.numel(), dtype=torch.int64, device=points.device)
-    first.scatter_reduce_(0, inverse, order_points, reduce="amin")
-    voxel_order = torch.argsort(first)                              # voxels in order of their first point
-    rank = torch.empty_like(voxel_order)
-    rank[voxel_order] = torch.arange(n_unique, device=points.device)
-    voxel_of_point = rank[inverse]
-    keep_voxel = voxel_of_point < max_voxels
-    n_voxels = min(n_unique, int(max_voxels))
-    sorted_voxel, by_voxel = torch.sort(voxel_of_point, stable=True)
-    counts = torch.bincount(voxel_of_point, minlength=n_unique)
     starts = torch.cumsum(counts, 0) - counts
-    slot = torch.arange(sorted_voxel.numel(), device=points.device) - starts[sorted_voxel]
-    keep = (slot < max_points_per_voxel) & (sorted_voxel < max_voxels)
-    kept_points = index[by_voxel[keep]]
-    num_points = torch.clamp(counts[:n_voxels], max=max_points_per_voxel)
+    voxel_order = torch.argsort(by_key[starts])                    # by_key[starts]: each voxel's first point
+    n_voxels = min(n_unique, int(max_voxels))
+    chosen = voxel_order[:n_voxels]
+    num_points = torch.clamp(counts[chosen], max=max_points_per_voxel)
+    # sorted positions of the first num_points points of each chosen voxel, concatenated
+    offsets = torch.repeat_interleave(starts[chosen] - (torch.cumsum(num_points, 0) - num_points), num_points)
+    kept_points = index[by_key[torch.arange(offsets.numel(), device=points.device) + offsets]]
     feats = _reduce(points[kept_points], num_points, reduce)
-    coords = _unpack(unique_keys[voxel_order[:n_voxels]], grid)
-    stats.update(dropped_voxel_cap=int((~keep_voxel).sum()),
-                 dropped_point_cap=int(keep_voxel.sum()) - int(kept_points.numel()), voxels=n_voxels)
+    coords = _unpack(unique_keys[chosen], grid)
+    points_in_kept_voxels = int(counts[chosen].sum())
+    stats.update(dropped_voxel_cap=int(index.numel()) - points_in_kept_voxels,
+                 dropped_point_cap=points_in_kept_voxels - int(kept_points.numel()), voxels=n_voxels)
     result = (feats, coords, num_points.to(torch.int32))
     return result + (stats,) if return_stats else result
 

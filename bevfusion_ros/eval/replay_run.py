@@ -121,7 +121,7 @@ class Recorder:
         self.thread.join(2.0)
 
 
-def rss_mb(pid: int) -> float | None:
+def _own_rss_mb(pid: int) -> float | None:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
@@ -129,6 +129,31 @@ def rss_mb(pid: int) -> float | None:
     except (OSError, ValueError, IndexError):
         return None
     return None
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below ``pid`` (from /proc/*/stat parent links)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def rss_mb(pid: int) -> float | None:
+    """Resident memory of ``pid`` and its descendants (the perception node's model runs in a child)."""
+    own = _own_rss_mb(pid)
+    if own is None:
+        return None
+    return own + sum(v for v in map(_own_rss_mb, descendants(pid)) if v is not None)
 
 
 def write_params(out_dir: Path, overrides: dict, base: Path | None = None) -> Path:

@@ -67,7 +67,13 @@ PARAMETERS: dict[str, tuple[object, str]] = {
                    "model checkpoint; empty = untrained weights from the config (plumbing tests only)"),
     "backend": ("torch", f"inference back-end, one of {BACKENDS}"),
     "device": ("cpu", "torch device for the torch back-end (cpu, cuda)"),
-    "num_threads": (2, "CPU threads for inference (torch / onnxruntime intra-op)"),
+    "num_threads": (1, "CPU threads for inference (torch / onnxruntime intra-op). 1 on a 2-core machine: the "
+                       "model keeps one core, ingestion the other; with 2 the model's threads wait for each "
+                       "other whenever ingestion takes a core (replay under load: e2e p50 2.2-2.5 s vs 0.28 s). "
+                       "Raise it on machines with cores to spare (Orin: 4-6)"),
+    "model_process": (True, "run the model in a child process (runtime/model_process.py): it then never waits "
+                            "for the GIL behind the executor threads; a crashed child is restarted on the next "
+                            "frame. false: a thread of this process"),
     "gil_switch_interval": (0.0002, "s; Python's thread switch interval for this process "
                                     "(sys.setswitchinterval; 0 = keep Python's 0.005). The model thread gives up "
                                     "the GIL in every torch op and must win it back from the executor threads: "
@@ -116,12 +122,16 @@ def resolve(path: str) -> Path:
 
 
 def load_pipeline(params: dict):
-    """The configured PerceptionPipeline (imported lazily: torch is heavy)."""
-    from bevfusion_ros.runtime.pipeline import PerceptionPipeline
-
+    """The configured model: a ModelProcess (child process) or an in-process PerceptionPipeline (imported
+    lazily: torch is heavy, and with ``model_process`` this process never imports it)."""
     checkpoint = str(resolve(params["checkpoint"])) if params["checkpoint"] else None
-    return PerceptionPipeline(str(resolve(params["model_config"])), checkpoint, backend=params["backend"],
-                              device=params["device"])
+    config = str(resolve(params["model_config"]))
+    if params["model_process"]:
+        from bevfusion_ros.runtime.model_process import ModelProcess, ModelProcessConfig
+        return ModelProcess(ModelProcessConfig(config, checkpoint, backend=params["backend"],
+                                               device=params["device"], num_threads=int(params["num_threads"])))
+    from bevfusion_ros.runtime.pipeline import PerceptionPipeline
+    return PerceptionPipeline(config, checkpoint, backend=params["backend"], device=params["device"])
 
 
 def _model_config(config_path: Path) -> dict:
@@ -158,12 +168,12 @@ class PerceptionNode(Node):
         if p["gil_switch_interval"] > 0:
             sys.setswitchinterval(p["gil_switch_interval"])
         if pipeline is None:
-            torch_threads = int(p["num_threads"])
-            try:
-                import torch
-                torch.set_num_threads(torch_threads)
-            except ImportError:
-                pass
+            if not p["model_process"]:
+                try:
+                    import torch
+                    torch.set_num_threads(int(p["num_threads"]))
+                except ImportError:
+                    pass
             pipeline = load_pipeline(p)
         self.pipeline = pipeline
         if p["warmup"]:
@@ -384,6 +394,8 @@ class PerceptionNode(Node):
     def _on_diagnostics_timer(self) -> None:
         self._check_calibration_file()
         self.diag.set_info("plan_rebuilds", getattr(self.pipeline, "plan_rebuilds", 0) - self._plan_rebuilds_base)
+        if hasattr(self.pipeline, "restarts"):
+            self.diag.set_info("model_process_restarts", self.pipeline.restarts)
         self.diag.set_info("active", self.active)
         self.pub_diag.publish(outputs.diagnostic_array_msg(
             self.diag.status(), self.get_clock().now().to_msg(), hardware_id=self.get_name()))
@@ -472,6 +484,9 @@ class PerceptionNode(Node):
         for worker in (getattr(self, "worker", None), getattr(self, "secondary", None)):
             if worker is not None:     # absent when construction failed part-way
                 worker.stop()
+        close = getattr(getattr(self, "pipeline", None), "close", None)
+        if close is not None:          # the model's child process
+            close()
         return super().destroy_node()
 
 

@@ -1,0 +1,210 @@
+"""``ModelProcess``: a :class:`~bevfusion_ros.runtime.pipeline.PerceptionPipeline` in a child process.
+
+Why: in one Python process the model thread releases the GIL in every torch op and must take it back from
+the ROS executor threads, which hold it while they convert messages. On 2 cores that convoy cost the model
+stage ~50 ms per frame at 1x replay and ~3x its own time at 4x (docs/perception.md). In a child process the
+model has an interpreter of its own; the two processes only share the CPU, which the kernel schedules.
+
+Protocol: pickled messages over the child's stdin/stdout (``subprocess``, not ``multiprocessing``: a
+spawned multiprocessing child re-imports the parent's ``__main__``, here a ROS node). The child moves its
+stdout file descriptor aside before importing anything, so library prints cannot corrupt the stream; its
+stderr is the parent's. A frame is ~4 MB (3 sweeps of points, six images decoded at 1/4): ~2-4 ms each way.
+
+Faults: an exception in the child comes back as the same error class name and message (``UserError``
+stays a ``UserError``) and the child goes on. If the child dies (killed, out of memory, a segfault in a
+native library), :meth:`infer` raises :class:`ModelProcessDied` and the next call starts a new child
+(``restarts`` counts them), so one bad frame costs one frame, not the node. The child exits when its stdin
+closes, i.e. when the parent exits for any reason: no orphans.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+
+from bevfusion_ros.errors import UserError
+from bevfusion_ros.frame import Frame, PerceptionResult
+
+
+class ModelProcessDied(RuntimeError):
+    """The model's child process exited; the next inference starts a new one."""
+
+
+@dataclass
+class ModelProcessConfig:
+    """What the child needs to build its PerceptionPipeline (plain values: they cross a process boundary)."""
+    model_config: str
+    checkpoint: str | None
+    backend: str = "torch"
+    device: str = "cpu"
+    num_threads: int = 2
+    backend_options: dict = field(default_factory=dict)
+
+
+class ModelProcess:
+    """``infer(frame) -> PerceptionResult`` like PerceptionPipeline, computed in a child process.
+
+    Thread-safe (one request at a time). ``plan_rebuilds`` is the child's bev_pool plan rebuild count, summed
+    over restarts; ``timings_ms`` of each result gain ``transfer`` (round trip minus the child's total)."""
+
+    def __init__(self, config: ModelProcessConfig):
+        self.config = config
+        self.restarts = 0
+        self._plan_rebuilds_done = 0       # of children that have exited
+        self._plan_rebuilds_child = 0
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen | None = None
+        self._start()
+
+    # ------------------------------------------------------------------ lifecycle
+    def _start(self) -> None:
+        cmd = [sys.executable, "-m", "bevfusion_ros.runtime.model_process"]
+        env = dict(os.environ)
+        # the child must import this checkout's package whatever the parent's working directory is
+        package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
+        self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
+                                      bufsize=1 << 20)
+        self._send(("init", self.config))
+        reply = self._receive()
+        if reply[0] != "ready":
+            self._reap()
+            _raise_remote(reply, "the model process failed to start")
+        self._plan_rebuilds_child = 0
+
+    def _reap(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        for stream in (proc.stdin, proc.stdout):
+            try:
+                stream.close()
+            except OSError:
+                pass
+        try:
+            proc.wait(timeout=5.0)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._proc is not None and self._proc.poll() is None:
+                try:
+                    self._send(("exit",))
+                except ModelProcessDied:
+                    pass
+            self._reap()
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._proc is None else self._proc.pid
+
+    @property
+    def plan_rebuilds(self) -> int:
+        return self._plan_rebuilds_done + self._plan_rebuilds_child
+
+    # ------------------------------------------------------------------ requests
+    def _send(self, message) -> None:
+        try:
+            pickle.dump(message, self._proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+            self._proc.stdin.flush()
+        except (BrokenPipeError, OSError, ValueError) as err:
+            raise ModelProcessDied(f"the model process is gone ({err})") from None
+
+    def _receive(self):
+        """A blocking read: a child that dies closes the pipe, which ends the read with EOF."""
+        try:
+            return pickle.load(self._proc.stdout)
+        except (EOFError, OSError, pickle.UnpicklingError) as err:
+            code = self._proc.poll()
+            raise ModelProcessDied(f"the model process exited (code {code}): {type(err).__name__}") from None
+
+    def infer(self, frame: Frame) -> PerceptionResult:
+        with self._lock:
+            if self._proc is None or self._proc.poll() is not None:
+                if self._proc is not None:
+                    self._reap()
+                self._plan_rebuilds_done += self._plan_rebuilds_child
+                self.restarts += 1
+                self._start()
+            start = time.perf_counter()
+            try:
+                self._send(("infer", frame))
+                reply = self._receive()
+            except ModelProcessDied:
+                self._plan_rebuilds_done += self._plan_rebuilds_child
+                self._plan_rebuilds_child = 0
+                self._reap()
+                raise
+            if reply[0] != "result":
+                _raise_remote(reply, "inference failed in the model process")
+            _, result, rebuilds = reply
+            self._plan_rebuilds_child = rebuilds
+            round_trip = (time.perf_counter() - start) * 1e3
+            result.timings_ms["transfer"] = max(0.0, round_trip - result.timings_ms.get("total", 0.0))
+            return result
+
+    def __del__(self):  # best effort; close() is the contract
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def _raise_remote(reply, context: str):
+    if reply[0] == "error":
+        _, kind, message = reply
+        if kind == "UserError":
+            raise UserError(message)
+        raise RuntimeError(f"{kind}: {message}")
+    raise RuntimeError(f"{context}: unexpected reply {reply[0]!r}")
+
+
+# ---------------------------------------------------------------------- child side
+def _serve() -> int:
+    out = os.fdopen(os.dup(1), "wb", buffering=1 << 20)
+    os.dup2(2, 1)                      # anything printed to fd 1 from now on goes to stderr
+    sys.stdout = sys.stderr
+    inp = os.fdopen(os.dup(0), "rb", buffering=1 << 20)
+
+    def reply(message) -> None:
+        pickle.dump(message, out, protocol=pickle.HIGHEST_PROTOCOL)
+        out.flush()
+
+    pipeline = None
+    while True:
+        try:
+            message = pickle.load(inp)
+        except EOFError:
+            return 0                   # the parent is gone
+        kind = message[0]
+        try:
+            if kind == "exit":
+                return 0
+            if kind == "init":
+                config: ModelProcessConfig = message[1]
+                import torch
+
+                from bevfusion_ros.runtime.pipeline import PerceptionPipeline
+                torch.set_num_threads(int(config.num_threads))
+                pipeline = PerceptionPipeline(config.model_config, config.checkpoint, backend=config.backend,
+                                              device=config.device, **config.backend_options)
+                reply(("ready",))
+            elif kind == "infer":
+                if pipeline is None:
+                    raise RuntimeError("infer before init")
+                result = pipeline.infer(message[1])
+                reply(("result", result, pipeline.plan_rebuilds))
+            else:
+                raise RuntimeError(f"unknown request {kind!r}")
+        except Exception as err:  # noqa: BLE001 - report to the parent, keep serving
+            reply(("error", type(err).__name__, str(err)))
+
+
+if __name__ == "__main__":
+    sys.exit(_serve())

@@ -1,0 +1,68 @@
+"""The model in a child process (runtime/model_process.py) is the same model, and survives its faults."""
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+from model_helpers import TINY, make_frame
+
+from bevfusion_ros.errors import UserError
+from bevfusion_ros.paths import REPO_ROOT
+from bevfusion_ros.runtime.model_process import ModelProcess, ModelProcessConfig
+from bevfusion_ros.runtime.pipeline import PerceptionPipeline
+
+CHECKPOINT = REPO_ROOT / "models" / "bevfusion-tiny-synthetic.pt"
+
+
+@pytest.fixture(scope="module")
+def child():
+    process = ModelProcess(ModelProcessConfig(str(TINY), str(CHECKPOINT), num_threads=1))
+    yield process
+    process.close()
+
+
+def test_the_child_computes_what_the_pipeline_computes_in_process(child):
+    frame = make_frame(num_points=6000, seed=3, masked=("CAM_BACK",), image_hw=(225, 400))
+    local = PerceptionPipeline(str(TINY), str(CHECKPOINT)).infer(frame)
+    remote = child.infer(frame)
+    assert len(remote.detections) == len(local.detections) > 0
+    np.testing.assert_allclose(remote.detections.boxes, local.detections.boxes, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(remote.bev_map.probs, local.bev_map.probs, atol=1e-6)
+    assert remote.timings_ms["transfer"] >= 0 and remote.timings_ms["total"] > 0
+    assert child.plan_rebuilds >= 1
+
+
+def test_a_bad_frame_is_the_callers_error_and_the_child_keeps_serving(child):
+    frame = make_frame(num_points=100, image_hw=(225, 400))
+    frame.cameras = frame.cameras[:2]
+    with pytest.raises(UserError, match="frame has 2 cameras"):
+        child.infer(frame)
+    assert len(child.infer(make_frame(num_points=500, image_hw=(225, 400))).detections) >= 0
+    assert child.restarts == 0
+
+
+def test_a_killed_child_is_replaced_on_the_next_frame(child):
+    frame = make_frame(num_points=500, image_hw=(225, 400))
+    first_pid = child.pid
+    os.kill(first_pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while child._proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    result = child.infer(frame)
+    assert child.restarts == 1 and child.pid != first_pid
+    assert result.bev_map is not None
+
+
+def test_close_ends_the_child():
+    process = ModelProcess(ModelProcessConfig(str(TINY), str(CHECKPOINT), num_threads=1))
+    proc = process._proc
+    process.close()
+    assert proc.poll() is not None and process.pid is None
+
+
+def test_a_missing_checkpoint_is_a_user_error_at_start():
+    with pytest.raises(UserError, match="checkpoint"):
+        ModelProcess(ModelProcessConfig(str(TINY), "/nonexistent/weights.pt", num_threads=1))

@@ -468,7 +468,8 @@ class PerceptionNode(Node):
         masked = frame.masked_cameras
         self.diag.frame_processed(masked)
         self._publish_status(sweep.stamp_us, "processed", latency_ms={k: round(v, 3) for k, v in stages.items()},
-                             model_ms=result.timings_ms, masked=masked, points=int(len(frame.points)),
+                             model_ms=result.timings_ms, assemble_ms=dict(self.assembler.last_timings_ms),
+                             masked=masked, points=int(len(frame.points)),
                              detections=len(result.detections), notes=sorted(set(job.notes + notes)))
 
     def _publish_secondary(self, item) -> None:

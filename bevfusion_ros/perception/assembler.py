@@ -216,6 +216,8 @@ class FrameAssembler:
         self.calibration_source = "tf"
         self.last_stamp_us: int | None = None
         self.sweeps_received = 0
+        # parts of the latest assemble() (worker thread): input wait, sweep accumulation, image decoding
+        self.last_timings_ms: dict[str, float] = {}
         self._decoder = ThreadPoolExecutor(config.decode_threads, thread_name_prefix="decode") \
             if config.decode_threads > 1 else None
 
@@ -367,15 +369,21 @@ class FrameAssembler:
         LiDAR frame itself is unknown."""
         cfg = self.config
         notes: list[str] = []
+        start = time.perf_counter()
         if cfg.input_wait_s > 0:
             for name in self.wait_for_inputs(sweep, cfg.input_wait_s):
                 notes.append(f"input_late:{name}")
+        waited = time.perf_counter()
         with self._lock:
             previous = [s for s in reversed(self._history) if s.stamp_us < sweep.stamp_us
                         and s.frame_id == sweep.frame_id
                         and (sweep.stamp_us - s.stamp_us) * 1e-6 <= cfg.max_sweep_gap_s][: cfg.sweeps - 1]
             images = {name: list(buf) for name, buf in self._images.items()}
             infos = dict(self._camera_info)
+        decoding = []
+        if self._decoder is not None:      # decode this frame's images in parallel, while the sweeps stack
+            chosen = [self._closest(images[name], sweep.stamp_us) for name in cfg.camera_names]
+            decoding = [self._decoder.submit(img.get) for img in chosen if img is not None]
         try:
             T_base_lidar = self._T_base(sweep.frame_id)
         except LookupError as err:
@@ -397,14 +405,16 @@ class FrameAssembler:
         points = accumulate_sweeps(sweep.points, sweep.stamp_us, T_map_lidar_now, stacked_previous,
                                    cfg.remove_close_radius, pad_to)
         T_lidar_base = geo.invert_transform(T_base_lidar)
-        if self._decoder is not None:      # decode the images this frame will use, in parallel
-            chosen = [self._closest(images[name], sweep.stamp_us) for name in cfg.camera_names]
-            list(self._decoder.map(lambda img: img.get(), [img for img in chosen if img is not None]))
+        accumulated = time.perf_counter()
+        for job in decoding:
+            job.result()                   # _Image.get() never raises: a bad JPEG decodes to None
         cameras = [self._camera_input(name, images[name], infos.get(name), sweep, T_lidar_base,
                                       T_map_lidar_now, notes) for name in cfg.camera_names]
         T_global_ego = None if T_map_lidar_now is None else T_map_lidar_now @ T_lidar_base
         frame = Frame(stamp_us=sweep.stamp_us, points=points, cameras=cameras, T_ego_lidar=T_base_lidar,
                       T_global_ego=T_global_ego, frame_id=sweep.frame_id)
+        self.last_timings_ms = {"wait": (waited - start) * 1e3, "sweeps": (accumulated - waited) * 1e3,
+                                "images": (time.perf_counter() - accumulated) * 1e3}
         return frame, notes
 
     def _closest(self, images: list[_Image], stamp_us: int) -> _Image | None:

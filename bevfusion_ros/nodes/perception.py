@@ -6,12 +6,13 @@ the model in ``bevfusion_ros.runtime``.
 
 Threads: the subscriptions run on a MultiThreadedExecutor in their own callback groups (LiDAR, cameras,
 timers) and only convert and buffer; /tf and /tf_static have a node, executor and thread of their own
-(``ros/tf_listener.py``, as tf2_ros's listener; /tf heard best effort); the model runs on the worker
-thread with a queue of depth 1 (drop-oldest, every drop counted), so ingestion never waits for
-inference. The model thread releases the GIL in every torch op and has to take it back from the executor
-threads; with Python's default 5 ms switch interval that convoy made the model stage 20x slower in
-real-time replay (p50 3.8 s instead of 0.16 s on 2 cores), so the node shortens the interval
-(``gil_switch_interval``).
+(``ros/tf_listener.py``, as tf2_ros's listener; /tf heard best effort); the worker thread assembles
+frames with a queue of depth 1 (drop-oldest, every drop counted), so ingestion never waits for
+inference, and hands them to the model in a child process (``model_process``, runtime/model_process.py):
+in one process the model thread released the GIL in every torch op and had to take it back from the
+executor threads, a convoy that made the model stage 20x slower at Python's default 5 ms switch interval
+(p50 3.8 s instead of 0.16 s on 2 cores) and still ~3x slower at 4x replay with a 0.2 ms interval
+(``gil_switch_interval``; still set: the worker thread's pickling and the callbacks share this process's GIL).
 
 Input topics (remap with ``-r``): ``/LIDAR_TOP``, ``/CAM_*/image_rect_compressed`` (or ``/CAM_*/image_rect``
 with ``compressed_images: false``), ``/CAM_*/camera_info``, ``/tf``, ``/tf_static``.
@@ -75,9 +76,10 @@ PARAMETERS: dict[str, tuple[object, str]] = {
                             "for the GIL behind the executor threads; a crashed child is restarted on the next "
                             "frame. false: a thread of this process"),
     "gil_switch_interval": (0.0002, "s; Python's thread switch interval for this process "
-                                    "(sys.setswitchinterval; 0 = keep Python's 0.005). The model thread gives up "
-                                    "the GIL in every torch op and must win it back from the executor threads: "
-                                    "at 5 ms each of a frame's hundreds of op boundaries can wait that long"),
+                                    "(sys.setswitchinterval; 0 = keep Python's 0.005). With model_process: false the "
+                                    "model thread gives up the GIL in every torch op and must win it back from the "
+                                    "executor threads: at 5 ms each of a frame's hundreds of op boundaries can wait "
+                                    "that long; with the child process it keeps the worker's hand-offs short"),
     "reliable_sensors": (False, "subscribe to the sensors RELIABLE instead of best effort (only matches reliable "
                                 "publishers such as the bag player; large best-effort messages can be lost whole "
                                 "under CPU load)"),

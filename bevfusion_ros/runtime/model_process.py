@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import select
 import subprocess
 import sys
 import threading
@@ -43,6 +44,8 @@ class ModelProcessConfig:
     device: str = "cpu"
     num_threads: int = 2
     backend_options: dict = field(default_factory=dict)
+    start_timeout_s: float = 300.0    # importing torch and loading the model on a cold, loaded machine
+    reply_timeout_s: float = 30.0     # one frame takes ~0.1 s: a child silent this long is hung, and replaced
 
 
 class ModelProcess:
@@ -70,7 +73,7 @@ class ModelProcess:
         self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
                                       bufsize=1 << 20)
         self._send(("init", self.config))
-        reply = self._receive()
+        reply = self._receive(self.config.start_timeout_s)
         if reply[0] != "ready":
             self._reap()
             _raise_remote(reply, "the model process failed to start")
@@ -116,8 +119,13 @@ class ModelProcess:
         except (BrokenPipeError, OSError, ValueError) as err:
             raise ModelProcessDied(f"the model process is gone ({err})") from None
 
-    def _receive(self):
-        """A blocking read: a child that dies closes the pipe, which ends the read with EOF."""
+    def _receive(self, timeout_s: float):
+        """The child's next reply. A child that dies closes the pipe (EOF); one that stays silent for
+        ``timeout_s`` is killed, so a hung model costs frames, never the node."""
+        ready, _, _ = select.select([self._proc.stdout], [], [], timeout_s)
+        if not ready:
+            self._proc.kill()
+            raise ModelProcessDied(f"the model process did not answer within {timeout_s:.0f} s and was killed")
         try:
             return pickle.load(self._proc.stdout)
         except (EOFError, OSError, pickle.UnpicklingError) as err:
@@ -135,7 +143,7 @@ class ModelProcess:
             start = time.perf_counter()
             try:
                 self._send(("infer", frame))
-                reply = self._receive()
+                reply = self._receive(self.config.reply_timeout_s)
             except ModelProcessDied:
                 self._plan_rebuilds_done += self._plan_rebuilds_child
                 self._plan_rebuilds_child = 0

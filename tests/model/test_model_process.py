@@ -11,7 +11,7 @@ from model_helpers import TINY, make_frame
 
 from bevfusion_ros.errors import UserError
 from bevfusion_ros.paths import REPO_ROOT
-from bevfusion_ros.runtime.model_process import ModelProcess, ModelProcessConfig
+from bevfusion_ros.runtime.model_process import ModelProcess, ModelProcessConfig, ModelProcessDied
 from bevfusion_ros.runtime.pipeline import PerceptionPipeline
 
 CHECKPOINT = REPO_ROOT / "models" / "bevfusion-tiny-synthetic.pt"
@@ -66,3 +66,17 @@ def test_close_ends_the_child():
 def test_a_missing_checkpoint_is_a_user_error_at_start():
     with pytest.raises(UserError, match="checkpoint"):
         ModelProcess(ModelProcessConfig(str(TINY), "/nonexistent/weights.pt", num_threads=1))
+
+
+def test_a_child_that_does_not_answer_in_time_is_killed_and_replaced():
+    process = ModelProcess(ModelProcessConfig(str(TINY), str(CHECKPOINT), num_threads=1, reply_timeout_s=0.001))
+    try:
+        first = process._proc
+        with pytest.raises(ModelProcessDied, match="did not answer"):
+            process.infer(make_frame(num_points=500, image_hw=(225, 400)))
+        assert first.poll() is not None                   # killed, not left running
+        process.config.reply_timeout_s = 60.0
+        assert process.infer(make_frame(num_points=500, image_hw=(225, 400))).bev_map is not None
+        assert process.restarts == 1
+    finally:
+        process.close()

@@ -42,6 +42,7 @@ class ProblemOptions:
     # beams are 1.33 deg apart). 0 turns this off.
     occluder_lift_deg: float = 1.5
     occluder_clearance_m: float = 0.3
+    visible_floor: float = 0.03
     seed: int = 0
 
 
@@ -175,7 +176,7 @@ def build_problem(frames: Sequence[SemanticFrame], cameras: Sequence[str], prior
             for cls, count in zip(classes.tolist(), counts.tolist()):
                 if cls in options.ignore_classes or count < options.min_points_per_group:
                     continue
-                mask = cam.labels == cls
+                mask = cam.class_mask(cls)
                 if int(mask.sum()) < options.min_pixels_per_class:
                     continue
                 members = idx[labels == cls]
@@ -211,7 +212,7 @@ def build_problem(frames: Sequence[SemanticFrame], cameras: Sequence[str], prior
         points=torch.from_numpy(points), point_weights=torch.from_numpy(weights),
         intrinsics=torch.from_numpy(intr), image_sizes=torch.from_numpy(sizes), left=left_t,
         group_weights=torch.from_numpy(np.sqrt(counts).astype(np.float32)), fields=fields, chance=chance,
-        groups=[(r["frame"], r["camera"], r["cls"]) for r in rows])
+        groups=[(r["frame"], r["camera"], r["cls"]) for r in rows], visible_floor=options.visible_floor)
 
 
 def reselect_points(problem: AlignmentProblem, frames: Sequence[SemanticFrame], prior: dict[str, np.ndarray],
@@ -231,7 +232,9 @@ def reselect_points(problem: AlignmentProblem, frames: Sequence[SemanticFrame], 
         key = (frame_index, name)
         if key not in cache:
             frame = frames[frame_index]
-            selector = selectors.setdefault(frame_index, _FrameSelector(frame, options))
+            if frame_index not in selectors:
+                selectors[frame_index] = _FrameSelector(frame, options)
+            selector = selectors[frame_index]
             cache[key] = selector.select(frame.cameras[name], np.asarray(prior[name], np.float64), margin)
         pts, idx = cache[key]
         members = idx[frames[frame_index].point_labels[idx] == cls]

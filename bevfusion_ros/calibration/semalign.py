@@ -68,6 +68,7 @@ class CalibrationConfig:
     ignore_classes: tuple[int, ...] = ()
     occlusion_filter: bool = True
     occluder_lift_deg: float = 1.5           # see ProblemOptions: blind band above off-ground occluders
+    visible_floor: float = 0.03              # loss.py: below this fraction of a group in view, chance fills in
     min_improvement: float = 0.0             # relative: accept only if loss < prior_loss * (1 - this)
     min_visible_fraction: float = 0.02       # refuse results that see (almost) nothing
     seed: int = 0
@@ -205,7 +206,7 @@ class Calibrator:
         return ProblemOptions(levels=cfg.levels, max_points_per_group=cfg.max_points_per_group,
                                  min_points_per_group=cfg.min_points_per_group,
                                  ignore_classes=cfg.ignore_classes, occlusion_filter=cfg.occlusion_filter,
-                                 occluder_lift_deg=cfg.occluder_lift_deg,
+                                 occluder_lift_deg=cfg.occluder_lift_deg, visible_floor=cfg.visible_floor,
                                  seed=cfg.seed)
 
     def _problem(self, frames, cameras, prior, left) -> AlignmentProblem:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from bevfusion_ros.calibration import calib_io, lie
 from bevfusion_ros.calibration.evaluate import load_config, load_eval_data
-from bevfusion_ros.calibration.semalign import Calibrator
+from bevfusion_ros.calibration.semalign import BOX_LABEL_PRESET, Calibrator
 from bevfusion_ros.errors import UserError
 
 
@@ -46,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
     if not cameras:
         raise UserError(f"no camera of {args.calib} appears in the data")
     prior = {c: lie.invert(T_lidar_cam[c]) for c in cameras}
-    result = Calibrator(load_config(args.config, mode=args.mode, threads=args.threads)).calibrate(data.frames, prior, cameras)
+    result = Calibrator(load_config(args.config, base=BOX_LABEL_PRESET if args.sample_json else None,
+                                  mode=args.mode, threads=args.threads)).calibrate(data.frames, prior, cameras)
     report = {"success": result.success, "loss": result.loss, "prior_loss": result.prior_loss,
               "confidence": result.confidence, "duration_s": result.duration, "reason": result.reason,
               "cameras": {}}

@@ -34,7 +34,7 @@ import numpy as np
 
 from bevfusion_ros.calibration import lie
 from bevfusion_ros.calibration.calib_io import rpy_to_matrix
-from bevfusion_ros.calibration.semalign import CalibrationConfig, Calibrator
+from bevfusion_ros.calibration.semalign import BOX_LABEL_PRESET, CalibrationConfig, Calibrator
 from bevfusion_ros.calibration.semantics import SemanticFrame
 from bevfusion_ros.errors import UserError
 
@@ -223,12 +223,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default=None, help="YAML/JSON with CalibrationConfig overrides")
 
 
-def load_config(path: str | None, **overrides) -> CalibrationConfig:
-    data: dict = {}
+def load_config(path: str | None, base: dict | None = None, **overrides) -> CalibrationConfig:
+    """CalibrationConfig from ``base`` (a preset such as BOX_LABEL_PRESET), then the file, then overrides."""
+    data: dict = dict(base or {})
     if path:
         import yaml
         try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
+            data.update(yaml.safe_load(Path(path).read_text()) or {})
         except (OSError, yaml.YAMLError) as err:
             raise UserError(f"cannot read calibration config {path}: {err}") from None
     data.update({k: v for k, v in overrides.items() if v is not None})
@@ -245,7 +246,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--rot-deg and --trans-m must be finite and >= 0")
     import torch
     torch.set_num_threads(args.threads)
-    config = load_config(args.config, mode=args.mode, threads=args.threads,
+    # box-derived labels (--sample-json) get their preset (semalign.BOX_LABEL_PRESET); --config still overrides
+    config = load_config(args.config, base=BOX_LABEL_PRESET if args.sample_json else None, mode=args.mode,
+                         threads=args.threads,
                          rot_range_deg=max(args.rot_deg * 1.2, 2.0), trans_range_m=max(args.trans_m * 1.2, 0.1))
     start = time.perf_counter()
     data = load_eval_data(args.sample_json, args.dataroot, args.frames, args.scene)

@@ -26,6 +26,10 @@ class CameraSemantics:
     # maps LiDAR-frame points at the LiDAR stamp into the LiDAR frame at the camera stamp. The calibrated
     # T_cam_lidar is then the static extrinsic: p_cam = T_cam_lidar @ lidar_motion @ p.
     lidar_motion: np.ndarray | None = None
+    # Optional per-class masks of where a class *may* be although another class is drawn on top (e.g. an
+    # object behind a box-derived hull that the LiDAR sees through); a class's image region is
+    # ``labels == c`` OR ``extra_masks[c]``.
+    extra_masks: dict[int, np.ndarray] | None = None
 
     def __post_init__(self) -> None:
         self.labels = np.asarray(self.labels)
@@ -39,6 +43,13 @@ class CameraSemantics:
                              f"got shape {self.labels.shape}")
         if self.intrinsic.shape != (3, 3) or not np.all(np.isfinite(self.intrinsic)):
             raise ValueError(f"camera {self.name}: intrinsic must be a finite 3x3 matrix")
+
+    def class_mask(self, cls: int) -> np.ndarray:
+        """Boolean H x W image region of class ``cls``."""
+        mask = self.labels == cls
+        if self.extra_masks and cls in self.extra_masks:
+            mask = mask | self.extra_masks[cls]
+        return mask
 
     @property
     def size(self) -> tuple[int, int]:

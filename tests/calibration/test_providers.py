@@ -5,8 +5,8 @@ import torch
 
 from bevfusion_ros.calibration import lie
 from bevfusion_ros.calibration.loss import alignment_loss
-from bevfusion_ros.calibration.providers import (GROUND, BoxLabelProvider, CameraView, OnnxSegmentationProvider,
-                                                 load_sample_json, sample_semantic_frame)
+from bevfusion_ros.calibration.providers import (GROUND, INSTANCE_BASE, BoxLabelProvider, CameraView,
+                                                 OnnxSegmentationProvider, load_sample_json, sample_semantic_frame)
 from bevfusion_ros.calibration.semalign import Calibrator
 from bevfusion_ros.errors import UserError
 
@@ -20,12 +20,13 @@ def real(nuscenes_sample):
 def test_box_labels_on_the_real_keyframe(real):
     record, frame = real
     labels = frame.point_labels
-    boxed = (labels >= 0) & (labels < GROUND)
+    boxed = labels >= INSTANCE_BASE                   # one class per box (both sides rendered from the boxes)
     assert (labels == GROUND).sum() > 5000            # the road around the car
     assert boxed.sum() > 800                          # 69 annotated objects
+    assert len(np.unique(labels[boxed])) > 20
     front = frame.cameras["CAM_FRONT"].labels
-    assert (front == GROUND).mean() > 0.1 and ((front >= 0) & (front < GROUND)).sum() > 10000
-    # at the true extrinsics, points inside boxes land on their own class (z-ordering: near boxes win)
+    assert (front == GROUND).mean() > 0.1 and (front >= INSTANCE_BASE).sum() > 10000
+    # at the true extrinsics, points inside boxes land on their own box (z-ordering: near boxes win)
     view = record.views["CAM_FRONT"]
     T, K = view.T_cam_lidar, view.intrinsic
     pts = frame.points[boxed].astype(np.float64) @ T[:3, :3].T + T[:3, 3]
@@ -91,3 +92,28 @@ def test_box_provider_without_boxes_or_ground_gives_unlabeled_points():
     view = CameraView("CAM", (64, 48), np.array([[50.0, 0, 32], [0, 50, 24], [0, 0, 1]]), np.eye(4))
     frame = provider.frame(np.random.default_rng(0).normal(size=(100, 3)), np.zeros((0, 7)), [], [view])
     assert (frame.point_labels == -1).all() and (frame.cameras["CAM"].labels == -1).all()
+
+
+def test_amodal_regions_keep_points_seen_through_a_nearer_hull(real):
+    """A box hull is larger than a pedestrian: the LiDAR sees the ground and objects behind it through the
+    gaps. With exclusive labels those points land on the nearer hull at the true extrinsics; each class's
+    amodal region (labels == c or extra_masks[c]) still contains them."""
+    record, frame = real
+    exclusive = sample_semantic_frame(record, BoxLabelProvider(instance_labels=True, amodal=False))
+    static = record.static_extrinsics()
+    misplaced = {True: 0, False: 0}
+    for amodal, fr in ((True, frame), (False, exclusive)):
+        for name, cam in fr.cameras.items():
+            keep = fr.point_labels >= 0
+            pts = fr.points[keep].astype(np.float64) @ cam.lidar_motion[:3, :3].T + cam.lidar_motion[:3, 3]
+            T, K = static[name], cam.intrinsic
+            c = pts @ T[:3, :3].T + T[:3, 3]
+            front_of = c[:, 2] > 1
+            uv = np.round(c[front_of, :2] / c[front_of, 2:3] * [K[0, 0], K[1, 1]] + K[:2, 2]).astype(int)
+            ok = (uv[:, 0] >= 0) & (uv[:, 0] < 1600) & (uv[:, 1] >= 0) & (uv[:, 1] < 900)
+            labels = fr.point_labels[keep][front_of][ok]
+            for label in np.unique(labels):
+                at = uv[ok][labels == label]
+                misplaced[amodal] += int((~cam.class_mask(int(label))[at[:, 1], at[:, 0]]).sum())
+    assert misplaced[False] > 100
+    assert misplaced[True] < 0.2 * misplaced[False]

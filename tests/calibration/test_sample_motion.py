@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from bevfusion_ros import geometry as geo
-from bevfusion_ros.calibration.providers import load_sample_json, sample_semantic_frame
+from bevfusion_ros.calibration.providers import BoxLabelProvider, load_sample_json, sample_semantic_frame
 from bevfusion_ros.calibration.semalign import Calibrator
 
 
@@ -44,8 +44,12 @@ def test_static_rig_plus_frame_motion_reproduces_lidar2cam(real):
 
 def test_loss_at_the_static_truth_with_motion_equals_lidar2cam_projection(real, fast_config):
     """The split changes nothing the camera sees: the loss at the static rig (frame with motion) is the loss at
-    lidar2cam on the same frame with the motion removed; dropping the motion changes it."""
-    _, record, frame = real
+    lidar2cam on the same frame with the motion removed; dropping the motion changes it. (Measured with
+    exclusive class labels: with the default amodal instance regions a 0.33 m shift of CAM_FRONT keeps the
+    points inside their regions and the loss moves by < 1e-5 — the weak translation constraint of box-derived
+    labels, docs/calibration.md.)"""
+    _, record, _ = real
+    frame = sample_semantic_frame(record, BoxLabelProvider(amodal=False))
     calibrator = Calibrator(fast_config(mode="rig"))
     static = record.static_extrinsics()
     lidar2cam = {name: view.T_cam_lidar for name, view in record.views.items()}

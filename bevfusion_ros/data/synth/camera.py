@@ -7,6 +7,14 @@ per-pixel semantic class (lidarseg indices, 0 for sky) and the per-pixel owner (
 
 The ego is assumed level (no pitch/roll), so each pixel's ground intersection in the ego frame is fixed
 and precomputed per camera.
+
+Pixel convention: pixel (row i, column j) is the sample at image coordinates (u, v) = (j, i), pixel *centres*
+at integers, as in OpenCV, nuScenes and ``geometry.project_to_image`` (u = fx x / z + cx). Every layer is
+point-sampled there: the ground ray goes through (j, i), a box face covers a pixel iff (j, i) lies inside
+its projected polygon, and the face's depth is evaluated at (j, i). (Until 2026-12-03 the ground used the
+ray through (j + 0.5, i + 0.5) and faces were filled by ``cv2.fillPoly``, which rounds the vertices and
+fills inclusively: ground labels sat half a pixel up-left of the projection and objects were ~0.5 px too
+large on every side, which biased a calibration against these masks by ~1 cm in height.)
 """
 from __future__ import annotations
 
@@ -45,8 +53,7 @@ class CameraRenderer:
         self.width, self.height = camera.width, camera.height
         T = camera.T_ego_sensor
         self.T_ego_cam = T
-        u, v = np.meshgrid(np.arange(self.width, dtype=np.float64) + 0.5,
-                           np.arange(self.height, dtype=np.float64) + 0.5)
+        u, v = np.meshgrid(np.arange(self.width, dtype=np.float64), np.arange(self.height, dtype=np.float64))
         rays_cam = np.stack([(u - self.K[0, 2]) / self.K[0, 0], (v - self.K[1, 2]) / self.K[1, 1],
                              np.ones_like(u)], -1)
         rays_ego = rays_cam @ T[:3, :3].T
@@ -68,8 +75,8 @@ class CameraRenderer:
         mix = np.clip(elev / 0.5, 0, 1)[..., None].astype(np.float32)
         self.sky = np.clip(SKY_HORIZON * (1 - mix) + SKY_TOP * mix, 0, 255).astype(np.uint8)
         self.sun = sun / np.linalg.norm(sun)
-        self.pixel_u = np.arange(self.width, dtype=np.float32) + 0.5
-        self.pixel_v = np.arange(self.height, dtype=np.float32) + 0.5
+        self.pixel_u = np.arange(self.width, dtype=np.float32)
+        self.pixel_v = np.arange(self.height, dtype=np.float32)
         noise_rng = np.random.default_rng(7)
         self.noise = []
         for _ in range(4):
@@ -175,8 +182,8 @@ class CameraRenderer:
                 if len(pts) < 3:
                     continue
             uv = pts[:, :2] / pts[:, 2:3] * (fx, fy) + (cx, cyy)
-            lo = np.floor(uv.min(0)).astype(int)
-            hi = np.ceil(uv.max(0)).astype(int)
+            lo = np.ceil(uv.min(0)).astype(int)               # pixels whose centre can be inside
+            hi = np.floor(uv.max(0)).astype(int) + 1
             x0, y0 = max(lo[0], 0), max(lo[1], 0)
             x1, y1 = min(hi[0], w), min(hi[1], h)
             if x1 <= x0 or y1 <= y0:
@@ -188,15 +195,31 @@ class CameraRenderer:
             vv = self.pixel_v[y0:y1]
             invz = np.float32(coef_u[bi, fi]) * uu[None, :] + (np.float32(coef_v[bi, fi]) * vv[:, None]
                                                                + np.float32(coef_c[bi, fi]))
-            mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
-            cv2.fillPoly(mask, [np.round((uv - (x0, y0)) * 16).astype(np.int32)], 1, shift=4)
             win = invz > zslice
-            win &= mask.view(bool)
+            win &= _convex_cover(uv - (x0, y0), x1 - x0, y1 - y0)
             np.copyto(zslice, invz, where=win)
             np.copyto(image[y0:y1, x0:x1], face_rgb[bi, fi], where=win[..., None])
             if semantic is not None:
                 np.copyto(semantic[y0:y1, x0:x1], face_cls[bi], where=win)
                 np.copyto(owner[y0:y1, x0:x1], face_owner[bi], where=win)
+
+
+def _convex_cover(uv: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Boolean [height, width]: pixels whose centre (j, i) lies inside (or on the border of) the convex polygon
+    uv [N, 2] (window coordinates). Exact point sampling, unlike cv2.fillPoly, which rounds the vertices to
+    the pixel grid and fills inclusively (a ~0.5 px dilation on every side)."""
+    area2 = float(np.sum(uv[:, 0] * np.roll(uv[:, 1], -1) - np.roll(uv[:, 0], -1) * uv[:, 1]))
+    cover = np.ones((height, width), bool)
+    if abs(area2) < 1e-12:
+        return cover & False
+    sign = 1.0 if area2 > 0 else -1.0
+    xs = np.arange(width, dtype=np.float64)[None, :]
+    ys = np.arange(height, dtype=np.float64)[:, None]
+    for a, b in zip(uv, np.roll(uv, -1, axis=0)):
+        ex, ey = b - a
+        # cross((b - a), (p - a)) has the polygon's orientation sign for p inside
+        cover &= sign * (ex * (ys - a[1]) - ey * (xs - a[0])) >= -1e-9
+    return cover
 
 
 def _clip_near(pts: np.ndarray) -> np.ndarray:

@@ -240,7 +240,7 @@ class SceneGenerator:
             (uv[:, 1] < renderer.height)
         if not inside.any():
             return
-        px = uv[inside].astype(int)
+        px = np.round(uv[inside]).astype(int).clip(0, [renderer.width - 1, renderer.height - 1])
         seen = owner_image[px[:, 1], px[:, 0]] == agent_of[inside]
         n_agents = len(self.scenario.agents)
         total = np.bincount(agent_of[inside], minlength=n_agents)

@@ -48,7 +48,7 @@ from bevfusion_ros.paths import share_dir
 from bevfusion_ros.perception.assembler import AssemblerConfig, FrameAssembler, InputRejected, Sweep
 from bevfusion_ros.perception.calibration_file import load_extrinsics
 from bevfusion_ros.perception.diagnostics import Diagnostics, LogLimiter
-from bevfusion_ros.perception.worker import LatestOnlyWorker
+from bevfusion_ros.perception.worker import JustInTimeGate, LatestOnlyWorker
 from bevfusion_ros.ros import outputs
 from bevfusion_ros.ros.camera_info import CameraInfoError
 from bevfusion_ros.ros.ingest import LockedTransforms, MessageIngest
@@ -116,6 +116,11 @@ class Job:
     received_ns: int
     ingest_ms: float
     notes: list[str] = field(default_factory=list)
+    # set by the assembly stage for the model stage
+    frame: object = None
+    assemble_ms: float = 0.0
+    assemble_parts_ms: dict = field(default_factory=dict)
+    assembled_at: float = 0.0               # time.perf_counter()
 
 
 def resolve(path: str) -> Path:
@@ -247,8 +252,12 @@ class PerceptionNode(Node):
         self.create_timer(p["diagnostics_period"], self._on_diagnostics_timer, callback_group=timer_group)
 
         self._check_calibration_file()
-        self.worker = LatestOnlyWorker(self._process, on_drop=self._on_drop, on_error=self._on_worker_error,
-                                       name="perception-model")
+        # two stages, each a depth-1 drop-oldest queue: assembly starts on the newest sweep just in time for
+        # the model (perception/worker.py JustInTimeGate), so assembly of frame n+1 overlaps inference of n
+        self.model_worker = LatestOnlyWorker(self._infer, on_drop=self._on_drop, on_error=self._on_worker_error,
+                                             name="perception-model")
+        self.worker = LatestOnlyWorker(self._assemble, on_drop=self._on_drop, on_error=self._on_worker_error,
+                                       name="perception-assemble", gate=JustInTimeGate(self.model_worker))
         self.secondary = LatestOnlyWorker(self._publish_secondary, name="perception-secondary-outputs",
                                           on_drop=lambda item: self.diag.count("secondary_outputs_skipped"),
                                           on_error=lambda item, err: self._bad_input("secondary_outputs_error",
@@ -437,7 +446,8 @@ class PerceptionNode(Node):
         if should_log:
             self.get_logger().error(f"frame {job.sweep.stamp_us} us failed: {type(err).__name__}: {err}")
 
-    def _process(self, job: Job) -> None:
+    def _assemble(self, job: Job) -> None:
+        """Assembly stage: the Frame of the newest sweep, handed to the model stage (just in time)."""
         sweep = job.sweep
         start = time.perf_counter()
         try:
@@ -449,7 +459,16 @@ class PerceptionNode(Node):
             return
         for note in notes:
             self._bad_input(note, f"LiDAR {sweep.stamp_us} us: {note}")
-        assembled = time.perf_counter()
+        job.frame, job.notes = frame, job.notes + notes
+        job.assembled_at = time.perf_counter()
+        job.assemble_ms = (job.assembled_at - start) * 1e3
+        job.assemble_parts_ms = dict(self.assembler.last_timings_ms)
+        self.model_worker.submit(job)
+
+    def _infer(self, job: Job) -> None:
+        """Model stage: inference (in the model's process) and publishing."""
+        sweep, frame = job.sweep, job.frame
+        started = time.perf_counter()
         result = self.pipeline.infer(frame)
         inferred = time.perf_counter()
         header = make_header(sweep.stamp_us, sweep.frame_id)
@@ -462,17 +481,18 @@ class PerceptionNode(Node):
         # vision_msgs and markers (hundreds of Python message objects) on their own thread, off the model's
         self.secondary.submit((result.detections, header))
         published = time.perf_counter()
-        stages = {"ingest": job.ingest_ms, "assemble": (assembled - start) * 1e3,
-                  "model": (inferred - assembled) * 1e3, "publish": (published - inferred) * 1e3,
+        stages = {"ingest": job.ingest_ms, "assemble": job.assemble_ms,
+                  "handoff": (started - job.assembled_at) * 1e3,
+                  "model": (inferred - started) * 1e3, "publish": (published - inferred) * 1e3,
                   "end_to_end": end_to_end_ms}
         for stage, ms in stages.items():
             self.diag.record_latency(stage, ms)
         masked = frame.masked_cameras
         self.diag.frame_processed(masked)
         self._publish_status(sweep.stamp_us, "processed", latency_ms={k: round(v, 3) for k, v in stages.items()},
-                             model_ms=result.timings_ms, assemble_ms=dict(self.assembler.last_timings_ms),
+                             model_ms=result.timings_ms, assemble_ms=job.assemble_parts_ms,
                              masked=masked, points=int(len(frame.points)),
-                             detections=len(result.detections), notes=sorted(set(job.notes + notes)))
+                             detections=len(result.detections), notes=sorted(set(job.notes)))
 
     def _publish_secondary(self, item) -> None:
         detections, header = item
@@ -484,7 +504,8 @@ class PerceptionNode(Node):
     def destroy_node(self):
         if getattr(self, "tf_listener", None) is not None:
             self.tf_listener.close()
-        for worker in (getattr(self, "worker", None), getattr(self, "secondary", None)):
+        for worker in (getattr(self, "worker", None), getattr(self, "model_worker", None),
+                       getattr(self, "secondary", None)):
             if worker is not None:     # absent when construction failed part-way
                 worker.stop()
         close = getattr(getattr(self, "pipeline", None), "close", None)

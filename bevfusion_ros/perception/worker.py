@@ -4,10 +4,18 @@ Under overload the worker always processes the newest submitted item; an item st
 one arrives is dropped and reported through ``on_drop`` (so the node counts it and the replay evaluation
 can list the frame as dropped, with the reason). Latency cannot grow without bound: at most one item
 waits while one is being processed.
+
+Two workers in a row (frame assembly, then the model) form a pipeline: :class:`JustInTimeGate` holds the
+upstream worker back until the downstream one is about to be free, so the upstream starts on the newest
+item just in time -- the model stays busy (assembly of frame n+1 overlaps inference of frame n) without
+assembling frames that would go stale waiting for it.
 """
 from __future__ import annotations
 
+import statistics
 import threading
+import time
+from collections import deque
 from typing import Callable, Generic, TypeVar
 
 Item = TypeVar("Item")
@@ -17,14 +25,18 @@ class LatestOnlyWorker(Generic[Item]):
     """One background thread; ``submit`` never blocks."""
 
     def __init__(self, process: Callable[[Item], None], on_drop: Callable[[Item], None] | None = None,
-                 on_error: Callable[[Item, BaseException], None] | None = None, name: str = "worker"):
+                 on_error: Callable[[Item, BaseException], None] | None = None, name: str = "worker",
+                 gate: "JustInTimeGate | None" = None):
         self._process = process
+        self._gate = gate
         self._on_drop = on_drop
         self._on_error = on_error
         self._cond = threading.Condition()
         self._pending: Item | None = None
         self._has_pending = False
         self._busy = False
+        self.busy_since: float | None = None     # time.monotonic() when the current item started
+        self.durations: deque[float] = deque(maxlen=20)   # seconds of the recent items (gate estimates)
         self._stopping = False
         self.submitted = 0
         self.processed = 0
@@ -68,14 +80,25 @@ class LatestOnlyWorker(Generic[Item]):
             self._cond.notify_all()
         self._thread.join(timeout)
 
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
     def _run(self) -> None:
         while True:
             with self._cond:
                 self._cond.wait_for(lambda: self._has_pending or self._stopping)
                 if self._stopping and not self._has_pending:
                     return
+            if self._gate is not None and not self._stopping:
+                self._gate.wait(self)      # newer items may replace the pending one meanwhile
+            with self._cond:
+                if not self._has_pending:
+                    continue
                 item, self._pending, self._has_pending = self._pending, None, False
                 self._busy = True
+                self.busy_since = time.monotonic()
+            start = time.monotonic()
             try:
                 self._process(item)
                 self.processed += 1
@@ -88,9 +111,49 @@ class LatestOnlyWorker(Generic[Item]):
                         pass
             finally:
                 with self._cond:
+                    self.durations.append(time.monotonic() - start)
                     self._busy = False
+                    self.busy_since = None
                     self._cond.notify_all()
             if self._stopping:
                 with self._cond:
                     if not self._has_pending:
                         return
+
+
+class JustInTimeGate:
+    """Starts the upstream stage's next item when the downstream stage will be free by the time it is done.
+
+    ``wait(upstream)`` (called by the upstream worker before it takes its next item) returns when the
+    downstream worker has nothing waiting and is idle, or is busy with less time left (median of its recent
+    durations minus the time spent on the current item) than the upstream stage needs (median of its recent
+    durations). Without history it waits for the downstream stage to be idle: no overlap, no stale frames.
+    """
+
+    def __init__(self, downstream: "LatestOnlyWorker", poll_s: float = 0.002):
+        self.downstream = downstream
+        self._poll_s = poll_s
+
+    def ready(self, upstream: "LatestOnlyWorker", now: float | None = None) -> bool:
+        worker = self.downstream
+        with worker._cond:
+            if worker._has_pending:
+                return False
+            since = worker.busy_since
+            if not worker._busy or since is None:
+                return True
+            expected = statistics.median(worker.durations) if worker.durations else None
+        with upstream._cond:
+            lead = statistics.median(upstream.durations) if upstream.durations else None
+        if expected is None or lead is None:
+            return False
+        now = time.monotonic() if now is None else now
+        return expected - (now - since) <= lead
+
+    def wait(self, upstream: "LatestOnlyWorker", timeout_s: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        worker = self.downstream
+        while not self.ready(upstream) and not worker.stopping and not upstream.stopping \
+                and time.monotonic() < deadline:
+            with worker._cond:
+                worker._cond.wait(self._poll_s)

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import threading
+import time
 
-from bevfusion_ros.perception.worker import LatestOnlyWorker
+from bevfusion_ros.perception.worker import JustInTimeGate, LatestOnlyWorker
 
 
 def test_while_busy_only_the_newest_item_waits_and_older_ones_are_dropped_and_counted():
@@ -51,3 +52,72 @@ def test_items_submitted_after_stop_are_dropped_not_lost_silently():
     worker = LatestOnlyWorker(lambda item: None, on_drop=dropped.append)
     worker.stop()
     assert worker.submit("late") is False and dropped == ["late"]
+
+
+def _busy_downstream(history: list[float]):
+    """A downstream worker in the middle of an item, with ``history`` as its recent durations."""
+    release = threading.Event()
+    started = threading.Event()
+
+    def process(item):
+        started.set()
+        release.wait(5)
+
+    worker = LatestOnlyWorker(process)
+    worker.durations.extend(history)
+    worker.submit("current")
+    assert started.wait(5)
+    return worker, release
+
+
+def test_the_gate_opens_at_once_when_the_model_stage_is_idle():
+    upstream = LatestOnlyWorker(lambda item: None)
+    downstream = LatestOnlyWorker(lambda item: None)
+    assert JustInTimeGate(downstream).ready(upstream)
+    upstream.stop(), downstream.stop()
+
+
+def test_the_gate_holds_the_assembly_while_a_frame_already_waits_for_the_model():
+    downstream, release = _busy_downstream([0.1])
+    downstream.submit("waiting")
+    upstream = LatestOnlyWorker(lambda item: None)
+    upstream.durations.append(0.2)
+    assert not JustInTimeGate(downstream).ready(upstream)
+    release.set()
+    downstream.stop(), upstream.stop()
+
+
+def test_the_gate_opens_when_the_model_will_be_free_by_the_time_assembly_is_done():
+    downstream, release = _busy_downstream([0.100])   # the model takes ~100 ms
+    upstream = LatestOnlyWorker(lambda item: None)
+    gate = JustInTimeGate(downstream)
+    upstream.durations.append(0.030)                      # assembly takes ~30 ms
+    since = downstream.busy_since
+    assert not gate.ready(upstream, now=since + 0.050)     # 50 ms left > 30 ms of assembly
+    assert gate.ready(upstream, now=since + 0.075)         # 25 ms left: start now
+    release.set()
+    downstream.stop(), upstream.stop()
+
+
+def test_without_history_the_gate_waits_for_the_model_to_be_idle():
+    downstream, release = _busy_downstream([])
+    upstream = LatestOnlyWorker(lambda item: None)
+    assert not JustInTimeGate(downstream).ready(upstream, now=downstream.busy_since + 10)
+    release.set()
+    assert downstream.wait_idle(5)
+    assert JustInTimeGate(downstream).ready(upstream)
+    downstream.stop(), upstream.stop()
+
+
+def test_a_gated_pipeline_processes_the_newest_item_and_drops_the_rest():
+    done, dropped = [], []
+    model = LatestOnlyWorker(lambda item: (done.append(item), time.sleep(0.02)), on_drop=dropped.append)
+    assembly = LatestOnlyWorker(lambda item: model.submit(item), on_drop=dropped.append,
+                                gate=JustInTimeGate(model))
+    for item in range(50):
+        assembly.submit(item)
+        time.sleep(0.002)
+    time.sleep(0.1)
+    assert assembly.wait_idle(5) and model.wait_idle(5)
+    assembly.stop(), model.stop()
+    assert done[-1] == 49 and sorted(done + dropped) == list(range(50))

@@ -83,6 +83,14 @@ def _unpack(keys: torch.Tensor, grid) -> torch.Tensor:
     return torch.stack([x, y, z], dim=1).to(torch.int32)
 
 
+def _group_by_voxel(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(order, voxel keys, points per voxel): ``keys[order]`` lists each voxel's points together, voxels by
+    key, and within a voxel in input order (one stable sort)."""
+    sorted_keys, order = torch.sort(keys, stable=True)
+    unique_keys, counts = torch.unique_consecutive(sorted_keys, return_counts=True)
+    return order, unique_keys, counts
+
+
 def _reduce(values: torch.Tensor, lengths: torch.Tensor, reduce: str) -> torch.Tensor:
     if reduce not in REDUCTIONS:
         raise ValueError(f"reduce must be one of {REDUCTIONS}, got {reduce!r}")
@@ -106,10 +114,9 @@ def voxelize(points: torch.Tensor, voxel_size: Sequence[float], point_range: Seq
     if reduce not in REDUCTIONS:
         raise ValueError(f"reduce must be one of {REDUCTIONS}, got {reduce!r}")
     index, keys, grid, stats = _assign(points, voxel_size, point_range)
-    # One stable sort groups each voxel's points in input order; spconv's order (voxels by their first
-    # point, the first max_points_per_voxel points of each) then needs only an argsort of the voxels.
-    sorted_keys, by_key = torch.sort(keys, stable=True)
-    unique_keys, counts = torch.unique_consecutive(sorted_keys, return_counts=True)
+    # spconv's order (voxels by their first point, the first max_points_per_voxel points of each) needs only
+    # an argsort of the voxels on top of the grouping
+    by_key, unique_keys, counts = _group_by_voxel(keys)
     n_unique = int(unique_keys.numel())
     starts = torch.cumsum(counts, 0) - counts
     voxel_order = torch.argsort(by_key[starts])                    # by_key[starts]: each voxel's first point
@@ -139,8 +146,7 @@ def voxelize_dynamic(points: torch.Tensor, voxel_size: Sequence[float], point_ra
     if reduce not in REDUCTIONS:
         raise ValueError(f"reduce must be one of {REDUCTIONS}, got {reduce!r}")
     index, keys, grid, stats = _assign(points, voxel_size, point_range)
-    sorted_keys, by_key = torch.sort(keys, stable=True)
-    unique_keys, counts = torch.unique_consecutive(sorted_keys, return_counts=True)
+    by_key, unique_keys, counts = _group_by_voxel(keys)
     feats = _reduce(points[index[by_key]], counts, reduce)
     coords = _unpack(unique_keys, grid)
     stats.update(voxels=int(unique_keys.numel()), dropped_voxel_cap=0, dropped_point_cap=0)

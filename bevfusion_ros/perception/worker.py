@@ -97,8 +97,7 @@ class LatestOnlyWorker(Generic[Item]):
                     continue
                 item, self._pending, self._has_pending = self._pending, None, False
                 self._busy = True
-                self.busy_since = time.monotonic()
-            start = time.monotonic()
+                self.busy_since = start = time.monotonic()
             try:
                 self._process(item)
                 self.processed += 1

@@ -57,8 +57,8 @@ class ModelProcess:
     def __init__(self, config: ModelProcessConfig):
         self.config = config
         self.restarts = 0
-        self._plan_rebuilds_done = 0       # of children that have exited
-        self._plan_rebuilds_child = 0
+        self._plan_rebuilds_done = 0       # of children that have exited (folded in by _reap)
+        self._plan_rebuilds_child = 0      # of the running child
         self._lock = threading.Lock()
         self._proc: subprocess.Popen | None = None
         self._start()
@@ -77,12 +77,13 @@ class ModelProcess:
         if reply[0] != "ready":
             self._reap()
             _raise_remote(reply, "the model process failed to start")
-        self._plan_rebuilds_child = 0
 
     def _reap(self) -> None:
         proc, self._proc = self._proc, None
         if proc is None:
             return
+        self._plan_rebuilds_done += self._plan_rebuilds_child     # fold the exiting child's count in
+        self._plan_rebuilds_child = 0
         for stream in (proc.stdin, proc.stdout):
             try:
                 stream.close()
@@ -135,9 +136,7 @@ class ModelProcess:
     def infer(self, frame: Frame) -> PerceptionResult:
         with self._lock:
             if self._proc is None or self._proc.poll() is not None:
-                if self._proc is not None:
-                    self._reap()
-                self._plan_rebuilds_done += self._plan_rebuilds_child
+                self._reap()
                 self.restarts += 1
                 self._start()
             start = time.perf_counter()
@@ -145,8 +144,6 @@ class ModelProcess:
                 self._send(("infer", frame))
                 reply = self._receive(self.config.reply_timeout_s)
             except ModelProcessDied:
-                self._plan_rebuilds_done += self._plan_rebuilds_child
-                self._plan_rebuilds_child = 0
                 self._reap()
                 raise
             if reply[0] != "result":

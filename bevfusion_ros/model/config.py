@@ -84,6 +84,21 @@ class DecoderConfig:
 
 
 @dataclass
+class PointVelocityConfig:
+    """Velocity measured from the sweeps' points (``model/motion.py``), replacing the head's where it passes
+    the checks. Post-processing only: no parameter depends on it."""
+    enabled: bool = False
+    max_speed: float = 16.0            # m/s: search range of the shift is max_speed * Δt
+    bin_m: float = 0.05                # histogram bin along the box axis
+    height_bins: int = 8
+    min_points: int = 8                # per sweep, inside the search region
+    min_correlation: float = 0.3       # normalized cross-correlation at the peak
+    ground_clearance: float = 0.25     # m above the box bottom: ground returns are static and would pull to 0
+    lateral_margin: float = 0.25       # m beside the box
+    sweep_tolerance_s: float = 0.01    # Δt within this of the newest / oldest value counts as that sweep
+
+
+@dataclass
 class DetectionHeadConfig:
     enabled: bool = True
     shared_channels: int = 64
@@ -98,6 +113,11 @@ class DetectionHeadConfig:
     nms_radius: list[float] = field(default_factory=lambda: [4.0, 12.0, 10.0, 12.0, 12.0,
                                                              0.175, 0.85, 0.85, 0.175, 1.0])
     loss_weights: dict = field(default_factory=lambda: {"heatmap": 1.0, "bbox": 0.25, "attribute": 0.2})
+    # Decoding: a box moving at least this fast (m/s) takes its direction of motion as heading. The sin/cos
+    # regression cannot tell a nearly symmetric box's front from its back; motion can (vehicles, cyclists
+    # and walkers move forwards). Meant for measured velocities (point_velocity). 0 = off.
+    heading_from_velocity: float = 0.0
+    point_velocity: PointVelocityConfig = field(default_factory=PointVelocityConfig)
     # reg, height, dim (log), rot (sin, cos), vel: per-channel weights of the L1 box loss
     code_weights: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0,
                                                               0.2, 0.2])
@@ -228,7 +248,8 @@ def architecture_dict(config: ModelConfig | dict) -> dict:
     out = {k: v for k, v in data.items() if k not in ("train", "name")}
     det = dict(out.get("detection", {}))
     for key in ("score_threshold", "pre_max_size", "post_max_size", "nms_radius", "loss_weights",
-                "code_weights", "gaussian_overlap", "min_radius", "max_objects"):
+                "code_weights", "gaussian_overlap", "min_radius", "max_objects", "heading_from_velocity",
+                "point_velocity"):
         det.pop(key, None)
     out["detection"] = det
     mp = dict(out.get("map", {}))
@@ -370,5 +391,7 @@ def validate(config: ModelConfig, source: str = "<config>") -> None:
         bad(f"map.classes has unknown class(es) {unknown}; known: {MAP_CLASSES}")
     if not config.detection.enabled and not config.map.enabled:
         bad("at least one of detection.enabled / map.enabled must be true")
+    if not math.isfinite(config.detection.heading_from_velocity) or config.detection.heading_from_velocity < 0:
+        bad("detection.heading_from_velocity must be a speed >= 0 (m/s; 0 = off)")
     if not math.isfinite(config.detection.score_threshold) or not 0 <= config.detection.score_threshold < 1:
         bad("detection.score_threshold must be in [0, 1)")

@@ -12,8 +12,10 @@ from torch.nn import functional as F
 
 from bevfusion_ros.classes import ATTRIBUTES, CLASS_ATTRIBUTES, DETECTION_CLASSES
 from bevfusion_ros.frame import BEVMap, Detections
+from bevfusion_ros.geometry import wrap_angle
 from bevfusion_ros.model.box_coder import BoxCoder
 from bevfusion_ros.model.config import ModelConfig
+from bevfusion_ros.model.motion import point_velocities
 
 # [n_classes, n_attributes] bool: which attributes a class may carry
 _ALLOWED = np.array([[a in CLASS_ATTRIBUTES[c] for a in ATTRIBUTES] for c in DETECTION_CLASSES])
@@ -36,6 +38,18 @@ def circle_nms(centres: np.ndarray, scores: np.ndarray, radius: float) -> np.nda
     return order[np.array(keep, dtype=np.int64)]
 
 
+def align_heading_to_velocity(boxes: np.ndarray, min_speed: float) -> None:
+    """Set (in place) the yaw of boxes [M, 9] moving at >= ``min_speed`` m/s to their direction of motion.
+
+    Vehicles, cyclists and walkers move forwards; the sin/cos regression cannot tell a nearly symmetric
+    box's front from its back and is a few degrees off on its axis; a measured velocity settles both.
+    Static classes (cones, barriers) have ~zero velocity and stay as they are. ``min_speed <= 0``: off."""
+    if min_speed <= 0 or len(boxes) == 0:
+        return
+    moving = np.hypot(boxes[:, 7], boxes[:, 8]) >= min_speed
+    boxes[moving, 6] = np.arctan2(boxes[moving, 8], boxes[moving, 7])
+
+
 class PostProcessor:
     def __init__(self, config: ModelConfig, score_threshold: float | None = None):
         self.config = config
@@ -45,9 +59,14 @@ class PostProcessor:
         self.pre_max = det.pre_max_size
         self.post_max = det.post_max_size
         self.nms_radius = list(det.nms_radius)
+        self.heading_from_velocity = float(det.heading_from_velocity)
+        self.point_velocity = det.point_velocity
 
     @torch.no_grad()
-    def detections(self, outputs: dict[str, torch.Tensor], index: int = 0) -> Detections:
+    def detections(self, outputs: dict[str, torch.Tensor], index: int = 0,
+                   points: torch.Tensor | np.ndarray | None = None) -> Detections:
+        """Decoded boxes of sample ``index``. ``points`` (that sample's [N, 5] network input), when given and
+        ``detection.point_velocity.enabled``, replaces the head's velocities by measured ones (motion.py)."""
         if "heatmap" not in outputs:
             return Detections.empty()
         heat = outputs["heatmap"][index].float().sigmoid()                   # C, X, Y
@@ -78,6 +97,10 @@ class PostProcessor:
         sel = np.concatenate(kept)
         sel = sel[np.argsort(-scores_np[sel], kind="stable")][: self.post_max]
         boxes, scores_np, labels_np, attr_logits = boxes[sel], scores_np[sel], labels_np[sel], attr_logits[sel]
+        if points is not None and self.point_velocity.enabled:
+            pts = points.detach().cpu().numpy() if isinstance(points, torch.Tensor) else np.asarray(points)
+            boxes[:, 7:9] = point_velocities(pts, boxes, labels_np, self.point_velocity).velocity
+        align_heading_to_velocity(boxes, self.heading_from_velocity)
         allowed = _ALLOWED[labels_np]
         masked = np.where(allowed, attr_logits, -np.inf)
         attributes = np.where(allowed.any(1), masked.argmax(1), -1)

@@ -101,3 +101,20 @@ def test_postprocess_recovers_a_perfect_heatmap():
     assert len(det) == 3
     order = np.argsort(det.labels)
     np.testing.assert_allclose(det.boxes[order], BOXES[np.argsort(LABELS)], atol=1e-3)
+
+
+def test_heading_from_velocity_points_moving_boxes_where_they_go():
+    from bevfusion_ros.model.postprocess import align_heading_to_velocity
+    #                 x  y  z  l  w  h  yaw        vx    vy
+    boxes = np.array([[0, 0, 0, 4, 2, 1.5, 0.0, -5.0, 0.0],      # moving backwards, fast: turned
+                      [0, 0, 0, 4, 2, 1.5, 1.4, 0.0, 3.0],       # a few degrees off its motion: aligned
+                      [0, 0, 0, 4, 2, 1.5, 0.0, -0.3, 0.0],      # below the speed floor: kept
+                      [0, 0, 0, 4, 2, 1.5, 3.0, 0.0, 0.0]],      # static: kept
+                     np.float32)
+    out = boxes.copy()
+    align_heading_to_velocity(out, 1.0)
+    np.testing.assert_allclose(out[:, 6], [np.pi, np.pi / 2, 0.0, 3.0], atol=1e-6)
+    np.testing.assert_array_equal(np.delete(out, 6, 1), np.delete(boxes, 6, 1))
+    off = boxes.copy()
+    align_heading_to_velocity(off, 0.0)
+    np.testing.assert_array_equal(off, boxes)

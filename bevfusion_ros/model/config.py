@@ -88,14 +88,16 @@ class PointVelocityConfig:
     """Velocity measured from the sweeps' points (``model/motion.py``), replacing the head's where it passes
     the checks. Post-processing only: no parameter depends on it."""
     enabled: bool = False
-    max_speed: float = 16.0            # m/s: search range of the shift is max_speed * Δt
-    bin_m: float = 0.05                # histogram bin along the box axis
-    height_bins: int = 8
-    min_points: int = 8                # per sweep, inside the search region
+    max_speed: float = 16.0            # m/s: the search window is +-max_speed * Δt
+    bin_m: float = 0.2                 # BEV occupancy cell (points splatted bilinearly)
+    margin: float = 0.3                # m around the box grown by the search window
+    min_points: int = 8                # per sweep, inside the region
     min_correlation: float = 0.3       # normalized cross-correlation at the peak
     ground_clearance: float = 0.25     # m above the box bottom: ground returns are static and would pull to 0
-    lateral_margin: float = 0.25       # m beside the box
-    sweep_tolerance_s: float = 0.01    # Δt within this of the newest / oldest value counts as that sweep
+    sweep_tolerance_s: float = 0.01    # Δt within this of a sweep's value counts as that sweep
+    # The middle sweep's registration must agree with the oldest's within abs + rel * |v| (m/s).
+    consistency_abs: float = 1.0
+    consistency_rel: float = 0.25
 
 
 @dataclass

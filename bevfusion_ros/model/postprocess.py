@@ -99,7 +99,7 @@ class PostProcessor:
         boxes, scores_np, labels_np, attr_logits = boxes[sel], scores_np[sel], labels_np[sel], attr_logits[sel]
         if points is not None and self.point_velocity.enabled:
             pts = points.detach().cpu().numpy() if isinstance(points, torch.Tensor) else np.asarray(points)
-            boxes[:, 7:9] = point_velocities(pts, boxes, labels_np, self.point_velocity).velocity
+            boxes[:, 7:9] = point_velocities(pts, boxes, labels_np, self.point_velocity, scores_np).velocity
         align_heading_to_velocity(boxes, self.heading_from_velocity)
         allowed = _ALLOWED[labels_np]
         masked = np.where(allowed, attr_logits, -np.inf)

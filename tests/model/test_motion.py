@@ -97,3 +97,11 @@ def test_static_classes_empty_input_and_bad_points_are_left_alone():
     result = point_velocities(noisy, car_box(), np.array([CAR]), CONFIG)
     assert result.measured[0]
     np.testing.assert_allclose(result.velocity[0], (8.0, 2.5), atol=0.35)
+
+
+def test_boxes_beyond_the_cloud_on_any_side_are_not_measured():
+    rng = np.random.default_rng(4)
+    points = sweep_pair(rng, (8.0, 2.5), ground=False)
+    for centre in ((-200.0, 4.0), (200.0, 4.0), (12.0, -200.0), (12.0, 200.0)):
+        result = point_velocities(points, car_box(centre=centre), np.array([CAR]), CONFIG)
+        assert not result.measured[0]

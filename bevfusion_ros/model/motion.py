@@ -87,34 +87,41 @@ def _best_shift(new: np.ndarray, old: np.ndarray, max_bins: int, min_correlation
 
 
 class _PointIndex:
-    """Points bucketed on a coarse BEV grid (cells sorted x-major), so a box reads only nearby points."""
+    """Points bucketed on a coarse BEV grid (cells sorted x-major, then y), so a box reads only nearby
+    points, as a few contiguous slices (one per grid column) rather than a gathered index list."""
 
     CELL = 4.0
 
     def __init__(self, xyz: np.ndarray, sweep: np.ndarray):
         ix = np.floor(xyz[:, 0] / self.CELL).astype(np.int64)
         iy = np.floor(xyz[:, 1] / self.CELL).astype(np.int64)
-        self.y0 = int(iy.min())
+        self.x0, self.y0 = int(ix.min()), int(iy.min())
         self.ny = int(iy.max()) - self.y0 + 1
-        self.x0 = int(ix.min())
-        key = (ix - ix.min()) * self.ny + (iy - self.y0)
+        key = (ix - self.x0) * self.ny + (iy - self.y0)
         # Few cells (~750 for +-54 m): 16-bit keys get numpy's O(N) radix sort instead of a merge sort.
         order = np.argsort(key.astype(np.int16) if key.max() < 2**15 else key, kind="stable")
         self.key = key[order]
-        self.xyz = xyz[order]
+        self.xyz = np.ascontiguousarray(xyz[order])
         self.sweep = sweep[order]
 
-    def near(self, x: float, y: float, reach: float) -> np.ndarray:
-        """Indices of the points in the cells overlapping the square of half-size ``reach`` around (x, y)."""
-        ix0, ix1 = int(np.floor((x - reach) / self.CELL)), int(np.floor((x + reach) / self.CELL))
+    def near(self, x: float, y: float, reach: float) -> tuple[np.ndarray, np.ndarray]:
+        """(xyz, sweep) of the points in the cells overlapping the square of half-size ``reach`` around
+        (x, y)."""
+        ix0 = max(int(np.floor((x - reach) / self.CELL)) - self.x0, 0)
+        ix1 = int(np.floor((x + reach) / self.CELL)) - self.x0
         iy0 = max(int(np.floor((y - reach) / self.CELL)) - self.y0, 0)
         iy1 = min(int(np.floor((y + reach) / self.CELL)) - self.y0, self.ny - 1)
-        rows = np.arange(max(ix0 - self.x0, 0), ix1 - self.x0 + 1) * self.ny
+        rows = np.arange(ix0, ix1 + 1) * self.ny
         if iy1 < iy0 or len(rows) == 0:
-            return np.zeros(0, np.int64)
+            return self.xyz[:0], self.sweep[:0]
         starts = np.searchsorted(self.key, rows + iy0, side="left")
         stops = np.searchsorted(self.key, rows + iy1, side="right")
-        return np.concatenate([np.arange(a, b) for a, b in zip(starts, stops)])
+        spans = [(a, b) for a, b in zip(starts.tolist(), stops.tolist()) if b > a]
+        if len(spans) == 1:
+            a, b = spans[0]
+            return self.xyz[a:b], self.sweep[a:b]
+        return (np.concatenate([self.xyz[a:b] for a, b in spans]) if spans else self.xyz[:0],
+                np.concatenate([self.sweep[a:b] for a, b in spans]) if spans else self.sweep[:0])
 
 
 def _sweep_tags(dt: np.ndarray, tolerance: float) -> tuple[np.ndarray, float, float]:
@@ -176,13 +183,12 @@ def point_velocities(points: np.ndarray, boxes: np.ndarray, labels: np.ndarray, 
     for k in np.nonzero(moving)[0]:
         x, y, z, length, width, height, yaw = boxes[k, :7]
         half = (length / 2 + max_shift + config.margin, width / 2 + max_shift + config.margin)
-        near = index.near(x, y, float(np.hypot(*half)))
-        if len(near) < 2 * config.min_points:
+        xyz, sweep = index.near(x, y, float(np.hypot(*half)))
+        if len(xyz) < 2 * config.min_points:
             continue
-        xyz = index.xyz[near]
         # Ground returns are static and would pull the registration to zero.
         level = (xyz[:, 2] >= z - height / 2 + config.ground_clearance) & (xyz[:, 2] < z + height / 2 + 0.3)
-        xyz, sweep = xyz[level], index.sweep[near][level]
+        xyz, sweep = xyz[level], sweep[level]
         ux, uy = np.cos(yaw), np.sin(yaw)
         dx, dy = xyz[:, 0] - x, xyz[:, 1] - y
         along = dx * ux + dy * uy

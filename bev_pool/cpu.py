@@ -22,8 +22,10 @@ import torch.nn.functional as functional
 
 from .plan import BEVPoolPlan
 
-# Cells per embedding_bag call: keeps each call's output in cache and its index slices small.
-CELL_CHUNK = 4096
+# Cells per embedding_bag call (16384 x 80 fp32 = 5 MB of output per call): measured on the nuScenes
+# config, 2 threads, interleaved: 2048 19.3 ms, 4096 17.0, 8192 15.8, 16384 14.6, 32768 14.9 (identical sums);
+# fewer calls amortize the per-call setup and give the threads larger shares.
+CELL_CHUNK = 16384
 # Points per chunk in the backward gathers: bounds the [chunk, C] temporaries (5 MB at C = 80 fp32), small
 # enough to be reused from the heap instead of page-faulting fresh memory every chunk.
 POINT_CHUNK = 1 << 14

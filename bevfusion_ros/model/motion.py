@@ -162,6 +162,7 @@ def point_velocities(points: np.ndarray, boxes: np.ndarray, labels: np.ndarray, 
     if span <= config.sweep_tolerance_s:
         return PointVelocityResult(velocity, measured)       # one sweep: nothing to register
     moving = np.isin(labels, [DETECTION_CLASSES.index(c) for c in MOVING_CLASSES])
+    moving &= np.isfinite(boxes[:, :7]).all(1) & (boxes[:, 3:6] > 0).all(1)
     if scores is not None:
         moving &= np.asarray(scores) >= config.min_score
     if not moving.any():

@@ -105,3 +105,14 @@ def test_boxes_beyond_the_cloud_on_any_side_are_not_measured():
     for centre in ((-200.0, 4.0), (200.0, 4.0), (12.0, -200.0), (12.0, 200.0)):
         result = point_velocities(points, car_box(centre=centre), np.array([CAR]), CONFIG)
         assert not result.measured[0]
+
+
+def test_a_non_finite_or_degenerate_box_is_skipped_not_fatal():
+    rng = np.random.default_rng(5)
+    points = sweep_pair(rng, (8.0, 2.5))
+    boxes = np.concatenate([car_box(), car_box(), car_box()])
+    boxes[1, 0] = np.nan
+    boxes[2, 3] = 0.0
+    result = point_velocities(points, boxes, np.array([CAR, CAR, CAR]), CONFIG)
+    assert result.measured.tolist() == [True, False, False]
+    np.testing.assert_allclose(result.velocity[0], (8.0, 2.5), atol=0.35)

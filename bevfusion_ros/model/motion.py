@@ -34,7 +34,9 @@ from bevfusion_ros.model.config import PointVelocityConfig
 # Classes whose objects move along their heading (the devkit ignores velocity for cones and barriers).
 MOVING_CLASSES = ("car", "truck", "bus", "trailer", "construction_vehicle", "pedestrian", "motorcycle",
                   "bicycle")
-_SMOOTH = np.array([1.0, 2.0, 3.0, 2.0, 1.0]) / 9.0
+# A box's points reach up to its top + this (m): the predicted height may be short. The per-frame prefilter
+# and the per-box band must use the same value, or the prefilter would drop points a box keeps.
+_TOP_MARGIN_M = 0.3
 
 
 @dataclass
@@ -117,11 +119,11 @@ class _PointIndex:
         starts = np.searchsorted(self.key, rows + iy0, side="left")
         stops = np.searchsorted(self.key, rows + iy1, side="right")
         spans = [(a, b) for a, b in zip(starts.tolist(), stops.tolist()) if b > a]
-        if len(spans) == 1:
-            a, b = spans[0]
+        if len(spans) <= 1:
+            a, b = spans[0] if spans else (0, 0)
             return self.xyz[a:b], self.sweep[a:b]
-        return (np.concatenate([self.xyz[a:b] for a, b in spans]) if spans else self.xyz[:0],
-                np.concatenate([self.sweep[a:b] for a, b in spans]) if spans else self.sweep[:0])
+        return (np.concatenate([self.xyz[a:b] for a, b in spans]),
+                np.concatenate([self.sweep[a:b] for a, b in spans]))
 
 
 def _sweep_tags(dt: np.ndarray, tolerance: float) -> tuple[np.ndarray, float, float]:
@@ -167,10 +169,10 @@ def point_velocities(points: np.ndarray, boxes: np.ndarray, labels: np.ndarray, 
         moving &= np.asarray(scores) >= config.min_score
     if not moving.any():
         return PointVelocityResult(velocity, measured)
-    # Every box keeps only points from its bottom + ground_clearance to its top + 0.3 m; points outside all
-    # boxes' bands (most of them: the ground) are dropped once here rather than once per box.
+    # Every box keeps only points from its bottom + ground_clearance to its top + _TOP_MARGIN_M; points
+    # outside all boxes' bands are dropped once here rather than once per box.
     low = float(np.min(boxes[moving, 2] - boxes[moving, 5] / 2)) + config.ground_clearance
-    high = float(np.max(boxes[moving, 2] + boxes[moving, 5] / 2)) + 0.3
+    high = float(np.max(boxes[moving, 2] + boxes[moving, 5] / 2)) + _TOP_MARGIN_M
     keep = (tags >= 0) & (points[:, 2] >= low) & (points[:, 2] < high)
     if not keep.any():
         return PointVelocityResult(velocity, measured)
@@ -188,7 +190,8 @@ def point_velocities(points: np.ndarray, boxes: np.ndarray, labels: np.ndarray, 
         if len(xyz) < 2 * config.min_points:
             continue
         # Ground returns are static and would pull the registration to zero.
-        level = (xyz[:, 2] >= z - height / 2 + config.ground_clearance) & (xyz[:, 2] < z + height / 2 + 0.3)
+        level = (xyz[:, 2] >= z - height / 2 + config.ground_clearance) & \
+            (xyz[:, 2] < z + height / 2 + _TOP_MARGIN_M)
         xyz, sweep = xyz[level], sweep[level]
         ux, uy = np.cos(yaw), np.sin(yaw)
         dx, dy = xyz[:, 0] - x, xyz[:, 1] - y

@@ -12,7 +12,6 @@ from torch.nn import functional as F
 
 from bevfusion_ros.classes import ATTRIBUTES, CLASS_ATTRIBUTES, DETECTION_CLASSES
 from bevfusion_ros.frame import BEVMap, Detections
-from bevfusion_ros.geometry import wrap_angle
 from bevfusion_ros.model.box_coder import BoxCoder
 from bevfusion_ros.model.config import ModelConfig
 from bevfusion_ros.model.motion import point_velocities

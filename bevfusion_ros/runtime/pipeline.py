@@ -130,9 +130,8 @@ class PerceptionPipeline:
             lap("bev_pool")
         outputs = self.backend.run_bev_head(lidar_bev, camera_bev)
         lap("bev_head")
-        points = inputs["points"][0] if config.detection.point_velocity.enabled else None
-        detections = self.postprocess.detections(outputs, points=points) if config.detection.enabled \
-            else Detections.empty()
+        detections = self.postprocess.detections(outputs, points=inputs["points"][0]) \
+            if config.detection.enabled else Detections.empty()
         bev_map = self.postprocess.bev_map(outputs)
         lap("postprocess")
         timings["total"] = (time.perf_counter() - start) * 1e3

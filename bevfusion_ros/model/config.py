@@ -92,7 +92,7 @@ class PointVelocityConfig:
     bin_m: float = 0.2                 # BEV occupancy cell (points splatted bilinearly)
     margin: float = 0.3                # m around the box grown by the search window
     min_points: int = 8                # per sweep, inside the region
-    min_score: float = 0.2             # boxes scored below are left to the head (mostly false; each costs ~0.3 ms)
+    min_score: float = 0.2             # boxes scored below are left to the head (mostly false; ~1 ms per box)
     min_correlation: float = 0.3       # normalized cross-correlation at the peak
     ground_clearance: float = 0.25     # m above the box bottom: ground returns are static and would pull to 0
     sweep_tolerance_s: float = 0.01    # Δt within this of a sweep's value counts as that sweep
@@ -396,5 +396,15 @@ def validate(config: ModelConfig, source: str = "<config>") -> None:
         bad("at least one of detection.enabled / map.enabled must be true")
     if not math.isfinite(config.detection.heading_from_velocity) or config.detection.heading_from_velocity < 0:
         bad("detection.heading_from_velocity must be a speed >= 0 (m/s; 0 = off)")
+    pv = config.detection.point_velocity
+    pv_values = dataclasses.asdict(pv)
+    if not all(math.isfinite(v) for k, v in pv_values.items() if k != "enabled"):
+        bad("detection.point_velocity values must be finite numbers")
+    if pv.max_speed <= 0 or pv.bin_m <= 0 or pv.min_points < 1:
+        bad("detection.point_velocity needs max_speed > 0, bin_m > 0 and min_points >= 1")
+    if min(pv.margin, pv.sweep_tolerance_s, pv.consistency_abs, pv.consistency_rel) < 0 \
+            or not 0 <= pv.min_correlation <= 1:
+        bad("detection.point_velocity: margin, sweep_tolerance_s and consistency_* must be >= 0, "
+            "min_correlation in [0, 1]")
     if not math.isfinite(config.detection.score_threshold) or not 0 <= config.detection.score_threshold < 1:
         bad("detection.score_threshold must be in [0, 1)")

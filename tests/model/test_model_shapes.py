@@ -89,3 +89,12 @@ def test_bad_config_values_are_user_errors(tmp_path):
         load_config(path)
     with pytest.raises(UserError, match="not found"):
         load_config(tmp_path / "missing.yaml")
+    for broken, message in (("    enabled: true\n    bin_m: 0.0\n", "bin_m > 0"),
+                            ("    enabled: true\n    min_correlation: 1.5\n", "min_correlation"),
+                            ("    enabled: true\n    max_speed: .nan\n", "finite")):
+        path.write_text(TINY.read_text().replace("    enabled: true\n", broken, 1))
+        with pytest.raises(UserError, match=message):
+            load_config(path)
+    path.write_text(TINY.read_text().replace("heading_from_velocity: 1.0", "heading_from_velocity: -1.0"))
+    with pytest.raises(UserError, match="heading_from_velocity"):
+        load_config(path)

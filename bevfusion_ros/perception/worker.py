@@ -34,8 +34,7 @@ class LatestOnlyWorker(Generic[Item]):
         self._cond = threading.Condition()
         self._pending: Item | None = None
         self._has_pending = False
-        self._busy = False
-        self.busy_since: float | None = None     # time.monotonic() when the current item started
+        self.busy_since: float | None = None     # time.monotonic() when the current item started; None: idle
         self.durations: deque[float] = deque(maxlen=20)   # seconds of the recent items (gate estimates)
         self._stopping = False
         self.submitted = 0
@@ -67,12 +66,12 @@ class LatestOnlyWorker(Generic[Item]):
     @property
     def busy(self) -> bool:
         with self._cond:
-            return self._busy or self._has_pending
+            return self.busy_since is not None or self._has_pending
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Block until nothing is waiting or running (tests, shutdown). Returns False on timeout."""
         with self._cond:
-            return self._cond.wait_for(lambda: not (self._busy or self._has_pending), timeout)
+            return self._cond.wait_for(lambda: self.busy_since is None and not self._has_pending, timeout)
 
     def stop(self, timeout: float = 5.0) -> None:
         with self._cond:
@@ -96,7 +95,6 @@ class LatestOnlyWorker(Generic[Item]):
                 if not self._has_pending:
                     continue
                 item, self._pending, self._has_pending = self._pending, None, False
-                self._busy = True
                 self.busy_since = start = time.monotonic()
             try:
                 self._process(item)
@@ -111,7 +109,6 @@ class LatestOnlyWorker(Generic[Item]):
             finally:
                 with self._cond:
                     self.durations.append(time.monotonic() - start)
-                    self._busy = False
                     self.busy_since = None
                     self._cond.notify_all()
             if self._stopping:
@@ -139,7 +136,7 @@ class JustInTimeGate:
             if worker._has_pending:
                 return False
             since = worker.busy_since
-            if not worker._busy or since is None:
+            if since is None:
                 return True
             expected = statistics.median(worker.durations) if worker.durations else None
         with upstream._cond:

@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 
 from bevfusion_ros import geometry as geo
-from bevfusion_ros.calibration.ground import fit_ground_plane  # noqa: F401 - re-exported
+from bevfusion_ros.calibration.ground import fit_ground_plane, height_above
 from bevfusion_ros.calibration.semantics import IGNORE, CameraSemantics, SemanticFrame
 from bevfusion_ros.classes import CAMERA_NAMES, DETECTION_CLASSES
 from bevfusion_ros.errors import UserError
@@ -148,7 +148,7 @@ class BoxLabelProvider:
         labels = np.full(len(points), IGNORE, np.int64)
         xyz = np.asarray(points, np.float64)[:, :3]
         if self.use_ground and plane is not None:
-            dist = np.abs(xyz @ plane[:3] + plane[3])
+            dist = np.abs(height_above(xyz, plane))
             labels[(dist < self.ground_threshold_m) & (np.linalg.norm(xyz[:, :2], axis=1) < self.ground_range_m)] = GROUND
         if len(boxes):
             inside = geo.points_in_boxes(xyz, boxes)

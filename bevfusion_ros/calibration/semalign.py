@@ -225,6 +225,13 @@ class Calibrator:
                                  occluder_lift_deg=cfg.occluder_lift_deg, visible_floor=cfg.visible_floor,
                                  seed=cfg.seed)
 
+    def _loss_fn(self, problem: AlignmentProblem):
+        """``loss_fn(transforms [K, 4, 4], level, max_points) -> [K]`` on the CPU, for ``problem`` (bound
+        now: the search, refinement and final scores each name the problem they score)."""
+        def loss_fn(transforms: torch.Tensor, level: int, max_points: int | None) -> torch.Tensor:
+            return alignment_loss(problem, transforms.to(self.device), level, max_points).cpu()
+        return loss_fn
+
     def _problem(self, frames, cameras, prior, left) -> AlignmentProblem:
         return build_problem(frames, cameras, prior, self._options(), math.radians(self.config.rot_range_deg),
                              left).to(self.device)
@@ -240,12 +247,9 @@ class Calibrator:
         if stage.iterations <= 0:
             return problem, best
 
-        def loss_fn(transforms: torch.Tensor, level: int, max_points: int | None) -> torch.Tensor:
-            return alignment_loss(problem, transforms.to(self.device), level, max_points).cpu()
-
         stage = dataclasses.replace(stage, level=min(stage.level, len(problem.fields) - 1),
                                     max_points=budget(stage.max_points) if stage.max_points else None)
-        polished = refine(loss_fn, torch.from_numpy(best)[None], (stage,))
+        polished = refine(self._loss_fn(problem), torch.from_numpy(best)[None], (stage,))
         return problem, polished[0].numpy()
 
     def _calibrate_unit(self, frames, cameras, prior, left, base, name=None) -> UnitResult:
@@ -266,9 +270,7 @@ class Calibrator:
         search_rounds = tuple(dataclasses.replace(r, max_points=budget(r.max_points)) for r in cfg.search)
         refine_stages = tuple(dataclasses.replace(r, max_points=budget(r.max_points)) for r in cfg.refine)
 
-        def loss_fn(transforms: torch.Tensor, level: int, max_points: int | None) -> torch.Tensor:
-            return alignment_loss(problem, transforms.to(self.device), level, max_points).cpu()
-
+        loss_fn = self._loss_fn(problem)
         base_t = torch.from_numpy(np.asarray(base, np.float64))
         with torch.no_grad():
             prior_loss = float(loss_fn(base_t[None].float(), fine, None)[0])
@@ -287,7 +289,7 @@ class Calibrator:
             problem, best = self._polish(problem, frames, cameras, left, best, budget)
             with torch.no_grad():
                 pair = torch.from_numpy(np.stack([best, np.asarray(base, np.float64)])).float()
-                best_loss, prior_loss = (float(v) for v in loss_fn_on(problem, pair, fine, self.device))
+                best_loss, prior_loss = (float(v) for v in self._loss_fn(problem)(pair, fine, None))
         chance = float(_chance_loss(problem, fine))
         confidence = _confidence(best_loss, chance, spread_deg, spread_m)
         common = dict(candidates_evaluated=evaluated, groups=problem.num_groups, spread_deg=spread_deg,
@@ -304,11 +306,6 @@ class Calibrator:
                               **common)
         return UnitResult(name, cameras, best, best_loss, prior_loss, confidence, True,
                           f"loss {prior_loss:.4f} -> {best_loss:.4f}", **common)
-
-
-def loss_fn_on(problem: AlignmentProblem, transforms: torch.Tensor, level: int, device) -> torch.Tensor:
-    """Loss [K] of transforms on a problem, on the CPU."""
-    return alignment_loss(problem, transforms.to(device), level).cpu()
 
 
 def _chance_loss(problem: AlignmentProblem, level: int) -> float:

@@ -41,6 +41,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="build the whole sample cache before training (default: lazily, in the loader)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     parser.add_argument("--init", default=None, help="initialize weights from this checkpoint (fine-tuning)")
+    parser.add_argument("--init-partial", action="store_true",
+                        help="with --init: tensors the checkpoint lacks keep their fresh initialization (adding a "
+                             "module, e.g. map.lidar_raster); every tensor it has must still fit the model")
+    parser.add_argument("--train-only", default=None,
+                        help="comma list of module-name prefixes to train (e.g. map_head); every other parameter "
+                             "is frozen and its BatchNorm statistics kept")
     parser.add_argument("--max-minutes", type=float, default=None, help="stop (with a checkpoint) after this long")
     parser.add_argument("--checkpoint-minutes", type=float, default=5.0, help="checkpoint interval (default 5)")
     parser.add_argument("--log-every", type=int, default=10, help="steps between loss-log lines (default 10)")
@@ -89,6 +95,26 @@ def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
     return peak * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+def freeze_except(model: torch.nn.Module, prefixes: list[str]) -> list[torch.nn.Module]:
+    """Freeze every parameter outside the modules named by ``prefixes`` (dotted names from
+    ``named_modules``); returns the frozen modules that hold state the forward pass updates
+    (BatchNorm), which the caller keeps in eval mode so their running statistics stay as trained --
+    otherwise training one head would still shift the frozen trunk the other heads depend on."""
+    names = dict(model.named_modules())
+    unknown = [p for p in prefixes if p not in names]
+    if unknown:
+        raise UserError(f"--train-only: no module named {unknown}; top-level modules: "
+                        f"{', '.join(n for n, _ in model.named_children())}")
+
+    def trained(name: str) -> bool:
+        return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+    for name, param in model.named_parameters():
+        param.requires_grad_(trained(name))
+    return [m for n, m in model.named_modules()
+            if not trained(n) and isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+
+
 def train(args: argparse.Namespace) -> dict:
     from tqdm import tqdm
 
@@ -134,9 +160,17 @@ def train(args: argparse.Namespace) -> dict:
         dist.barrier()
 
     model = BEVFusion(config).to(device)
+    fresh: list[str] = []
     if args.init:
-        load_into(model, read_checkpoint(args.init), config, source=f"--init {args.init}")
-    optimizer = torch.optim.AdamW(model.parameters(), lr=peak_lr, weight_decay=tc.weight_decay)
+        fresh = load_into(model, read_checkpoint(args.init), config, source=f"--init {args.init}",
+                          allow_missing=args.init_partial)
+        if fresh and is_main:
+            print(f"--init-partial: {len(fresh)} tensor(s) not in {args.init} keep their initialization "
+                  f"(e.g. {fresh[0]})")
+    train_only = [p.strip() for p in (args.train_only or "").split(",") if p.strip()]
+    frozen_modules = freeze_except(model, train_only) if train_only else []
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=peak_lr,
+                                  weight_decay=tc.weight_decay)
     use_amp = device.type == "cuda" and tc.amp and not args.no_amp
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     steps_per_epoch = max(1, math.ceil(len(tokens) / (batch_size * world)))
@@ -186,7 +220,8 @@ def train(args: argparse.Namespace) -> dict:
         return {"dataroot": str(args.dataroot), "samples": len(tokens), "epoch": epoch, "step": step,
                 "train_seconds": trained_s + (time.time() - session_start), "world_size": world,
                 "device": str(device), "batch_size": batch_size, "lr": peak_lr, "seed": args.seed,
-                "torch": str(torch.__version__), "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+                "torch": str(torch.__version__), "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "init": args.init, "init_fresh_tensors": len(fresh), "train_only": train_only}
 
     def checkpoint(epoch: int) -> None:
         if not is_main:
@@ -199,6 +234,8 @@ def train(args: argparse.Namespace) -> dict:
         save_checkpoint(out / "model.pt", model, config, meta)
 
     model.train()
+    for module in frozen_modules:
+        module.eval()
     epoch = start_epoch
     smoothed: dict[str, float] = {}
     try:

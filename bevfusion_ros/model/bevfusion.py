@@ -6,9 +6,12 @@ Tensor contract (see models/README.md):
   cam_feats [B,N,C,h,w])``: image backbone + FPN + LSS depth net. Dense, exportable.
 - ``lidar.voxelize`` + ``lidar.encode`` (sparse_conv) and ``vtransform.plan`` / ``vtransform.pool``
   (bev_pool + downsample convs) run in torch in every back-end.
-- ``bev_head(lidar_bev [B,Cl,X,Y], camera_bev [B,Cc,X,Y]) -> tuple`` of raw head tensors in the order
-  ``model.output_names``: ConvFuser + SECOND/SECONDFPN decoder + heads. Dense, exportable. A modality the
-  config does not use is ignored (pass ``None``).
+- ``map_raster(points) -> [B, 6, Xm, Ym]`` (only with ``map.lidar_raster``): LiDAR ground statistics on the
+  map grid (model/map_raster.py), in torch in every back-end like voxelization.
+- ``bev_head(lidar_bev [B,Cl,X,Y], camera_bev [B,Cc,X,Y], map_raster [B,6,Xm,Ym] | None) -> tuple`` of raw
+  head tensors in the order ``model.output_names``: ConvFuser + SECOND/SECONDFPN decoder + heads. Dense,
+  exportable. A modality the config does not use is ignored (pass ``None``); ``map_raster`` is required
+  exactly when ``model.uses_map_raster``.
 
 A camera mask [B, N] (1 = valid) zeroes masked cameras' context features before pooling, so a fusion
 model degrades to LiDAR-only at run time (all cameras masked) without a different model.
@@ -25,6 +28,7 @@ from bevfusion_ros.model.depth import DepthNet
 from bevfusion_ros.model.fuser import ConvFuser
 from bevfusion_ros.model.heads import DETECTION_OUTPUTS, CenterHead, MapSegHead
 from bevfusion_ros.model.lidar import LidarEncoder
+from bevfusion_ros.model.map_raster import LidarMapRaster
 from bevfusion_ros.model.view_transform import CameraToBEV
 
 
@@ -59,6 +63,9 @@ class BEVFusion(nn.Module):
         self.decoder = BEVDecoder(decoder_in, config.decoder)
         self.det_head = CenterHead(self.decoder.out_channels, config) if config.detection.enabled else None
         self.map_head = MapSegHead(self.decoder.out_channels, config) if config.map.enabled else None
+        self.uses_map_raster = bool(config.map.enabled and config.map.lidar_raster)
+        self.map_raster = (LidarMapRaster(config.map.xbound, config.map.ybound, config.point_cloud_range[2::3])
+                           if self.uses_map_raster else None)
         names = [name for name, _ in DETECTION_OUTPUTS] if self.det_head is not None else []
         self.output_names: tuple[str, ...] = tuple(names + (["map"] if self.map_head is not None else []))
 
@@ -71,7 +78,8 @@ class BEVFusion(nn.Module):
         h, w = depth.shape[-2:]
         return depth.view(b, n, -1, h, w), context.view(b, n, -1, h, w)
 
-    def bev_head(self, lidar_bev: torch.Tensor | None, camera_bev: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+    def bev_head(self, lidar_bev: torch.Tensor | None, camera_bev: torch.Tensor | None,
+                 map_raster: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
         features = []
         if self.config.use_camera:
             features.append(camera_bev)
@@ -84,7 +92,7 @@ class BEVFusion(nn.Module):
             det = self.det_head(x)
             outputs += [det[name] for name, _ in DETECTION_OUTPUTS]
         if self.map_head is not None:
-            outputs.append(self.map_head(x))
+            outputs.append(self.map_head(x, map_raster))
         return tuple(outputs)
 
     # ------------------------------------------------------------------ full forward (training / reference)
@@ -92,9 +100,11 @@ class BEVFusion(nn.Module):
         """inputs: ``points`` (list of [Ni, 5]), ``images`` [B,N,3,H,W], ``intrinsics`` [B,N,3,3],
         ``T_lidar_cam`` [B,N,4,4] (LiDAR augmentation folded in), ``image_aug`` [B,N,3,3], ``camera_mask``
         [B,N], optional ``lidar_depth`` [B,N,1,H,W]; the camera-only config needs no points."""
-        lidar_bev = camera_bev = None
+        lidar_bev = camera_bev = map_raster = None
         if self.config.use_lidar:
             lidar_bev = self.lidar(inputs["points"])
+        if self.map_raster is not None:
+            map_raster = self.map_raster(inputs["points"])
         if self.config.use_camera:
             depth, context = self.camera_encoder(inputs["images"], inputs.get("lidar_depth"))
             mask = inputs.get("camera_mask")
@@ -102,7 +112,7 @@ class BEVFusion(nn.Module):
                 context = context * mask.to(context.dtype)[:, :, None, None, None]
             plan = self.vtransform.plan(inputs["intrinsics"], inputs["T_lidar_cam"], inputs.get("image_aug"))
             camera_bev = self.vtransform.pool(plan, depth, context)
-        return dict(zip(self.output_names, self.bev_head(lidar_bev, camera_bev)))
+        return dict(zip(self.output_names, self.bev_head(lidar_bev, camera_bev, map_raster)))
 
 
 def build_model(config: ModelConfig) -> BEVFusion:

@@ -52,11 +52,16 @@ def read_checkpoint(path: str | Path) -> dict:
     return payload
 
 
-def load_into(model: torch.nn.Module, payload: dict, config: ModelConfig, source: str = "checkpoint") -> None:
-    """Check the checkpoint's config against ``config`` and load the weights (strict)."""
+def load_into(model: torch.nn.Module, payload: dict, config: ModelConfig, source: str = "checkpoint",
+              allow_missing: bool = False) -> list[str]:
+    """Check the checkpoint's config against ``config`` and load the weights (strict).
+
+    ``allow_missing`` (fine-tuning a model that adds a module to a trained one): the configs may differ and
+    tensors the checkpoint lacks keep the model's values, but every tensor the checkpoint has must exist
+    in the model with the same shape. Returns the names of the tensors not loaded."""
     saved = payload.get("config")
-    if isinstance(saved, dict):
-        want, have = architecture_dict(config), architecture_dict(saved)
+    if isinstance(saved, dict) and not allow_missing:
+        want, have = architecture_dict(config), architecture_dict(_with_defaults(saved))
         diffs = _diff(want, have)
         if diffs:
             raise UserError(f"{source} was trained with a different model config ({config.name!r} differs in "
@@ -64,6 +69,8 @@ def load_into(model: torch.nn.Module, payload: dict, config: ModelConfig, source
     state = payload["state_dict"]
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
+    kept = missing if allow_missing else []
+    missing = [] if allow_missing else missing
     unexpected = sorted(set(state) - set(own))
     shape_bad = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
     if missing or unexpected or shape_bad:
@@ -76,7 +83,18 @@ def load_into(model: torch.nn.Module, payload: dict, config: ModelConfig, source
             k = shape_bad[0]
             parts.append(f"shape mismatch at {k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}")
         raise UserError(f"{source} does not match config {config.name!r}: {'; '.join(parts)}")
-    model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True)
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=not allow_missing)
+    return kept
+
+
+def _with_defaults(saved: dict) -> dict:
+    """A saved config with the defaults of keys added since it was written (a checkpoint from before
+    ``map.lidar_raster`` existed has no such key, and the default is what it was trained with). A config
+    this version cannot read at all is compared as saved, so the mismatch is still named."""
+    try:
+        return ModelConfig.from_dict(saved, "checkpoint config").to_dict()
+    except (UserError, ValueError, TypeError):   # unreadable here: compare the raw dict
+        return saved
 
 
 def _diff(a, b, prefix: str = "") -> list[str]:

@@ -135,6 +135,10 @@ class MapHeadConfig:
     hidden_channels: int = 128
     convs: int = 2                           # 3x3 conv-BN-ReLU layers before the 1x1 classifier
     resample_first: bool = True              # BEVFusion: grid_sample the BEV, then classify at map size
+    # LiDAR ground raster on the map grid (model/map_raster.py) refining the logits at map resolution; not
+    # in BEVFusion: its map grid (0.5 m) is finer than the tiny config's BEV (1.2 m). Needs LiDAR.
+    lidar_raster: bool = False
+    refine_channels: int = 16                # width of the refinement convs (3x3, 3x3 dilated 2 and 4, 1x1)
     loss_weight: float = 1.0
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
@@ -392,6 +396,10 @@ def validate(config: ModelConfig, source: str = "<config>") -> None:
     unknown = [c for c in config.map.classes if c not in MAP_CLASSES]
     if unknown:
         bad(f"map.classes has unknown class(es) {unknown}; known: {MAP_CLASSES}")
+    if config.map.enabled and config.map.lidar_raster and not config.use_lidar:
+        bad("map.lidar_raster needs LiDAR (modality fusion or lidar)")
+    if config.map.refine_channels < 1:
+        bad("map.refine_channels must be >= 1")
     if not config.detection.enabled and not config.map.enabled:
         bad("at least one of detection.enabled / map.enabled must be true")
     if not math.isfinite(config.detection.heading_from_velocity) or config.detection.heading_from_velocity < 0:

@@ -5,7 +5,10 @@ Detection (all maps at the BEV size, axis 2 = x, axis 3 = y; see box_coder.py fo
 ``dim`` [B, 3] log(l, w, h), ``rot`` [B, 2] (sin, cos) of yaw, ``vel`` [B, 2] (vx, vy) m/s,
 ``attr`` [B, 8] attribute logits.
 Map segmentation: ``map`` [B, n_map_classes, Xm, Ym] logits on the map grid (BEVFusion resamples the
-[-54, 54] BEV onto [-50, 50] at 0.5 m with ``grid_sample``).
+[-54, 54] BEV onto [-50, 50] at 0.5 m with ``grid_sample``). With ``map.lidar_raster`` the head also takes
+the LiDAR ground raster on the map grid (model/map_raster.py) and adds a residual refinement computed at
+map resolution from [resampled logits, raster]; its last conv starts at zero, so a head trained without
+the raster starts out unchanged.
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from torch.nn import functional as F
 
 from bevfusion_ros.model.camera import conv_bn_relu
 from bevfusion_ros.model.config import ModelConfig
+from bevfusion_ros.model.map_raster import RASTER_CHANNELS
 
 # name -> channels (None = number of classes / attributes); the fixed output order of bev_head.
 DETECTION_OUTPUTS: tuple[tuple[str, int | None], ...] = (
@@ -74,12 +78,29 @@ class MapSegHead(nn.Module):
             cin = mc.hidden_channels
         layers.append(nn.Conv2d(cin, len(mc.classes), 1))
         self.classifier = nn.Sequential(*layers)
+        self.refine: nn.Sequential | None = None
+        if mc.lidar_raster:
+            n, c = len(mc.classes), mc.refine_channels
+            final = nn.Conv2d(c, n, 1)
+            nn.init.zeros_(final.weight)
+            nn.init.zeros_(final.bias)
+            # receptive field 15 cells (7.5 m): enough to tell a stop line across a lane from a divider along it
+            self.refine = nn.Sequential(
+                conv_bn_relu(n + len(RASTER_CHANNELS), c, 3),
+                nn.Conv2d(c, c, 3, padding=2, dilation=2, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True),
+                nn.Conv2d(c, c, 3, padding=4, dilation=4, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True),
+                final)
 
     def _resample(self, x: torch.Tensor) -> torch.Tensor:
         grid = self.grid.to(x.dtype).expand(x.shape[0], -1, -1, -1)
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.resample_first:
-            return self.classifier(self._resample(x))
-        return self._resample(self.classifier(x))
+    def forward(self, x: torch.Tensor, raster: torch.Tensor | None = None) -> torch.Tensor:
+        logits = self.classifier(self._resample(x)) if self.resample_first else self._resample(self.classifier(x))
+        if self.refine is None:
+            return logits
+        if raster is None or raster.shape[-2:] != logits.shape[-2:] or raster.shape[1] != len(RASTER_CHANNELS):
+            raise ValueError(f"the map head needs the LiDAR raster [B, {len(RASTER_CHANNELS)}, "
+                             f"{logits.shape[-2]}, {logits.shape[-1]}], got "
+                             f"{None if raster is None else tuple(raster.shape)}")
+        return logits + self.refine(torch.cat([logits, raster.to(logits.dtype)], 1))

@@ -4,8 +4,9 @@
 
 - ``run_camera_encoder(images [B,N,3,H,W], lidar_depth [B,N,1,H,W] | None) -> (depth_probs [B,N,D,h,w],
   cam_feats [B,N,C,h,w])``
-- ``run_bev_head(lidar_bev [B,Cl,X,Y] | None, camera_bev [B,Cc,X,Y] | None) -> dict[name, Tensor]`` with
-  the names ``model.output_names`` (heatmap, reg, height, dim, rot, vel, attr, map).
+- ``run_bev_head(lidar_bev [B,Cl,X,Y] | None, camera_bev [B,Cc,X,Y] | None, map_raster [B,6,Xm,Ym] | None)
+  -> dict[name, Tensor]`` with the names ``model.output_names`` (heatmap, reg, height, dim, rot, vel, attr,
+  map); ``map_raster`` only for configs with ``map.lidar_raster``.
 
 Voxelization, the sparse encoder and bev_pool stay in torch in every back-end. ``make_backend(name,
 model, **options)`` builds one by name; ``onnxruntime`` and ``tensorrt`` are imported lazily from
@@ -37,7 +38,8 @@ class Backend(ABC):
         """Image backbone + neck + depth net."""
 
     @abstractmethod
-    def run_bev_head(self, lidar_bev: torch.Tensor | None, camera_bev: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    def run_bev_head(self, lidar_bev: torch.Tensor | None, camera_bev: torch.Tensor | None,
+                     map_raster: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Fuser + decoder + heads -> raw outputs by name."""
 
 
@@ -63,10 +65,10 @@ class TorchBackend(Backend):
         return depth.float(), feats.float()
 
     @torch.inference_mode()
-    def run_bev_head(self, lidar_bev, camera_bev):
+    def run_bev_head(self, lidar_bev, camera_bev, map_raster=None):
         ref = lidar_bev if lidar_bev is not None else camera_bev
         with self._autocast(ref):
-            outputs = self.model.bev_head(lidar_bev, camera_bev)
+            outputs = self.model.bev_head(lidar_bev, camera_bev, map_raster)
         return {name: out.float() for name, out in zip(self.output_names, outputs)}
 
 

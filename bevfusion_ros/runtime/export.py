@@ -6,7 +6,7 @@ contract"):
 - ``camera_encoder.onnx``: ``images [B,N,3,H,W]`` (+ ``lidar_depth [B,N,1,H,W]`` when the config uses
   DepthLSS) -> ``depth_probs [B,N,D,h,w]``, ``cam_feats [B,N,C,h,w]``;
 - ``bev_head.onnx``: ``lidar_bev [B,Cl,X,Y]`` and/or ``camera_bev [B,Cc,X,Y]`` (the modalities the config
-  uses) -> the raw head tensors named ``model.output_names`` (heatmap, reg, height, dim, rot, vel, attr,
+  uses), plus ``map_raster [B,6,Xm,Ym]`` with ``map.lidar_raster`` -> the raw head tensors named ``model.output_names`` (heatmap, reg, height, dim, rot, vel, attr,
   map).
 
 Voxelization, the sparse encoder (sparse_conv) and bev_pool stay in torch beside the engines. Shapes are
@@ -45,10 +45,12 @@ TENSOR_CONTRACT = {
                       "lidar_depth [B,N,1,H,W] float32 (metres, 0 = no return) -> depth_probs [B,N,D,h,w] "
                       "(softmax over D depth bins), cam_feats [B,N,C,h,w]",
     "outside_engines": "torch, every back-end: voxelization + SparseEncoder (sparse_conv) -> lidar_bev "
-                       "[B,Cl,X,Y]; camera mask applied to cam_feats, then bev_pool (depth_probs x cam_feats "
+                       "[B,Cl,X,Y]; LiDAR ground raster on the map grid -> map_raster [B,6,Xm,Ym] (only with "
+                       "map.lidar_raster); camera mask applied to cam_feats, then bev_pool (depth_probs x cam_feats "
                        "-> camera_bev [B,Cc,X,Y]) + BEV downsample; post-processing (heatmap peaks, box "
                        "decoding, NMS, map sigmoid)",
-    "bev_head": "lidar_bev [B,Cl,X,Y] and/or camera_bev [B,Cc,X,Y] -> raw head tensors in output order "
+    "bev_head": "lidar_bev [B,Cl,X,Y] and/or camera_bev [B,Cc,X,Y] (+ map_raster [B,6,Xm,Ym] with "
+                "map.lidar_raster) -> raw head tensors in output order "
                 "(ConvFuser + SECOND/SECONDFPN + heads); X is LiDAR x, Y is LiDAR y",
 }
 
@@ -112,7 +114,7 @@ class BEVHeadExport(nn.Module):
 
     def forward(self, *inputs: torch.Tensor):
         named = dict(zip(self.input_names, inputs))
-        out = self.model.bev_head(named.get("lidar_bev"), named.get("camera_bev"))
+        out = self.model.bev_head(named.get("lidar_bev"), named.get("camera_bev"), named.get("map_raster"))
         if isinstance(out, dict):
             out = tuple(out[name] for name in self.model.output_names)
         return tuple(out)
@@ -134,6 +136,9 @@ def part_specs(model: nn.Module, config, batch: int = 1) -> dict[str, dict]:
         inputs["lidar_bev"] = (batch, int(model.lidar_channels), bev_x, bev_y)
     if config.use_camera:
         inputs["camera_bev"] = (batch, int(model.camera_channels), bev_x, bev_y)
+    if getattr(model, "uses_map_raster", False):
+        raster = model.map_raster
+        inputs["map_raster"] = (batch, raster.channels, raster.nx, raster.ny)
     specs["bev_head"] = {"inputs": inputs, "outputs": tuple(model.output_names)}
     return specs
 

@@ -149,5 +149,6 @@ class OnnxRuntimeBackend(Backend):
         out = self.camera({"images": images, "lidar_depth": lidar_depth})
         return out["depth_probs"], out["cam_feats"]
 
-    def run_bev_head(self, lidar_bev: torch.Tensor | None, camera_bev: torch.Tensor | None) -> dict[str, torch.Tensor]:
-        return self.head({"lidar_bev": lidar_bev, "camera_bev": camera_bev})
+    def run_bev_head(self, lidar_bev: torch.Tensor | None, camera_bev: torch.Tensor | None,
+                     map_raster: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        return self.head({"lidar_bev": lidar_bev, "camera_bev": camera_bev, "map_raster": map_raster})

@@ -1,7 +1,7 @@
 """``PerceptionPipeline``: Frame -> PerceptionResult with any back-end, timing every stage.
 
 Stages (``result.timings_ms`` keys): ``preprocess`` (image resize/crop/normalize, LiDAR depth maps),
-``voxelize``, ``lidar_encoder`` (sparse conv), ``camera_encoder`` (back-end), ``bev_pool`` (incl. a plan
+``voxelize``, ``lidar_encoder`` (sparse conv, and the map head's LiDAR raster when the config has one), ``camera_encoder`` (back-end), ``bev_pool`` (incl. a plan
 rebuild when needed), ``bev_head`` (back-end), ``postprocess``, ``total``.
 
 The bev_pool plan is cached: it is rebuilt only when the camera matrices (K, T_lidar_cam, image_aug)
@@ -116,6 +116,8 @@ class PerceptionPipeline:
             feats, coords = self.model.lidar.voxelize(inputs["points"])
             lap("voxelize")
             lidar_bev = self.model.lidar.encode(feats, coords, 1)
+        map_raster = self.model.map_raster(inputs["points"]) if self.model.uses_map_raster else None
+        if config.use_lidar:
             lap("lidar_encoder")
         mask = inputs["camera_mask"]
         if config.use_camera:
@@ -128,7 +130,7 @@ class PerceptionPipeline:
             plan = self._camera_plan(inputs)
             camera_bev = self.model.vtransform.pool(plan, depth, context)
             lap("bev_pool")
-        outputs = self.backend.run_bev_head(lidar_bev, camera_bev)
+        outputs = self.backend.run_bev_head(lidar_bev, camera_bev, map_raster)
         lap("bev_head")
         detections = self.postprocess.detections(outputs, points=inputs["points"][0]) \
             if config.detection.enabled else Detections.empty()

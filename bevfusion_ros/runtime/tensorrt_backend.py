@@ -25,7 +25,7 @@ import torch
 from bevfusion_ros.runtime import trt_builder
 from bevfusion_ros.runtime.backend import Backend
 
-PART_INPUTS = {"camera_encoder": ("images", "lidar_depth"), "bev_head": ("lidar_bev", "camera_bev")}
+PART_INPUTS = {"camera_encoder": ("images", "lidar_depth"), "bev_head": ("lidar_bev", "camera_bev", "map_raster")}
 
 
 def split_calibration_inputs(samples: Iterable[Mapping[str, Any]], part_inputs: Iterable[str]):
@@ -129,8 +129,8 @@ class TensorRTBackend(Backend):
         out = engine({"images": images, "lidar_depth": lidar_depth})
         return out["depth_probs"], out["cam_feats"]
 
-    def run_bev_head(self, lidar_bev, camera_bev):
-        out = self.engines["bev_head"]({"lidar_bev": lidar_bev, "camera_bev": camera_bev})
+    def run_bev_head(self, lidar_bev, camera_bev, map_raster=None):
+        out = self.engines["bev_head"]({"lidar_bev": lidar_bev, "camera_bev": camera_bev, "map_raster": map_raster})
         return {name: out[name] for name in self.output_names}
 
 
@@ -156,17 +156,18 @@ class RecordingBackend(Backend):
         self._keep(images=images, lidar_depth=lidar_depth)
         return self.inner.run_camera_encoder(images, lidar_depth)
 
-    def run_bev_head(self, lidar_bev, camera_bev):
-        self._keep(lidar_bev=lidar_bev, camera_bev=camera_bev)
+    def run_bev_head(self, lidar_bev, camera_bev, map_raster=None):
+        self._keep(lidar_bev=lidar_bev, camera_bev=camera_bev, map_raster=map_raster)
         if self._pending:
             self.samples.append(self._pending)
             self._pending = {}
-        return self.inner.run_bev_head(lidar_bev, camera_bev)
+        return self.inner.run_bev_head(lidar_bev, camera_bev, map_raster)
 
 
 def record_backend_inputs(pipeline, frames: Iterable, limit: int = 64) -> list[dict[str, torch.Tensor]]:
     """Run ``pipeline.infer`` over dataset ``frames`` with its back-end wrapped by a recorder; returns one
-    dict per frame with the dense parts' inputs (images, lidar_depth, lidar_bev, camera_bev) -- the INT8
+    dict per frame with the dense parts' inputs (images, lidar_depth, lidar_bev, camera_bev,
+    map_raster) -- the INT8
     calibration set, drawn from the same preprocessing the engines will see."""
     inner = pipeline.backend
     recorder = RecordingBackend(inner, limit)

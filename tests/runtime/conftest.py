@@ -54,7 +54,7 @@ class ToyBEVFusion(nn.Module):
         feats = y[:, self.depth_bins:]
         return depth.view(b, n, self.depth_bins, h // 2, w // 2), feats.view(b, n, self.camera_channels, h // 2, w // 2)
 
-    def bev_head(self, lidar_bev, camera_bev):
+    def bev_head(self, lidar_bev, camera_bev, map_raster=None):
         feats = ([camera_bev] if self.config.use_camera else []) + ([lidar_bev] if self.config.use_lidar else [])
         x = self.fuse(torch.cat(feats, 1))
         seg = nn.functional.interpolate(self.map(x), scale_factor=2.0, mode="bilinear", align_corners=False)

@@ -1,6 +1,7 @@
 """ONNX export (checker, names, manifest) and the onnxruntime back-end against torch (max abs diff 1e-3)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -104,14 +105,17 @@ def test_export_cli_on_real_tiny_model_and_parity(tmp_path, capsys):
     from bevfusion_ros.model.checkpoint import save_checkpoint
     from bevfusion_ros.model.config import load_config
     from bevfusion_ros.paths import REPO_ROOT
-    cfg_path = REPO_ROOT / "models" / "bevfusion-tiny.yaml"
     torch.manual_seed(0)
-    config = load_config(cfg_path)
+    config = load_config(REPO_ROOT / "models" / "bevfusion-tiny.yaml")
+    config.map = dataclasses.replace(config.map, lidar_raster=True)   # the map head's third input, exported too
+    cfg_path = tmp_path / "tiny.yaml"
+    config.save(cfg_path)
     model = build_model(config)
     for m in model.modules():   # realistic BN statistics instead of the identity of a fresh model
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
             m.running_mean.uniform_(-0.2, 0.2)
             m.running_var.uniform_(0.5, 1.5)
+    torch.nn.init.normal_(model.map_head.refine[-1].weight, std=0.1)   # zero at init: make it count
     ckpt = tmp_path / "tiny.pt"
     save_checkpoint(ckpt, model, config)
     out = tmp_path / "onnx"
@@ -133,8 +137,11 @@ def test_export_cli_on_real_tiny_model_and_parity(tmp_path, capsys):
     for g, w in zip(backend.run_camera_encoder(x["images"], x["lidar_depth"]),
                     ref.run_camera_encoder(x["images"], x["lidar_depth"])):
         assert (g - w).abs().max().item() <= 1e-3
-    got, want = backend.run_bev_head(x["lidar_bev"], x["camera_bev"]), ref.run_bev_head(x["lidar_bev"], x["camera_bev"])
+    assert [i["name"] for i in man["parts"]["bev_head"]["inputs"]] == ["lidar_bev", "camera_bev", "map_raster"]
+    bev_inputs = (x["lidar_bev"], x["camera_bev"], x["map_raster"])
+    got, want = backend.run_bev_head(*bev_inputs), ref.run_bev_head(*bev_inputs)
     assert max((got[k] - want[k]).abs().max().item() for k in want) <= 1e-3
+    assert (ref.run_bev_head(x["lidar_bev"], x["camera_bev"], x["map_raster"] * 0)["map"] - want["map"]).abs().max() > 1e-2
     # bad CLI input: one line, exit status 2
     assert cli_main(["export", "--config", str(cfg_path), "--checkpoint", str(tmp_path / "no.pt"),
                      "--out", str(out)]) == 2

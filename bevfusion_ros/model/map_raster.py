@@ -58,25 +58,26 @@ class LidarMapRaster(nn.Module):
             raise ValueError(f"points must be [N, >=4] (x, y, z, intensity, ...), got {tuple(pts.shape)}")
         pts = pts[:, :4].float()
         cells = self.nx * self.ny
-        out = pts.new_zeros(len(RASTER_CHANNELS), cells)
         ix = torch.floor((pts[:, 0] - self.x0) / self.dx)
         iy = torch.floor((pts[:, 1] - self.y0) / self.dy)
-        z = pts[:, 2]
+        z, intensity = pts[:, 2], pts[:, 3]
         keep = ((ix >= 0) & (ix < self.nx) & (iy >= 0) & (iy < self.ny) & (z >= self.z_range[0])
-                & (z < self.z_range[1]) & torch.isfinite(pts[:, 3]))   # NaN x/y/z fail the range tests
-        if not bool(keep.any()):
-            return out.view(-1, self.nx, self.ny)
-        cell = (ix[keep] * self.ny + iy[keep]).long()
-        z, intensity = z[keep], pts[keep, 3]
-        count = torch.bincount(cell, minlength=cells).to(pts.dtype)
-        zmin = pts.new_full((cells,), float("inf")).scatter_reduce_(0, cell, z, "amin")
-        zmax = pts.new_full((cells,), float("-inf")).scatter_reduce_(0, cell, z, "amax")
-        ground = z <= zmin[cell] + GROUND_BAND_M
-        g_cell, g_int = cell[ground], intensity[ground]
-        g_count = torch.bincount(g_cell, minlength=cells).to(pts.dtype)
-        g_sum = torch.bincount(g_cell, weights=g_int.double(), minlength=cells).to(pts.dtype)
-        g_max = pts.new_zeros(cells).scatter_reduce_(0, g_cell, g_int, "amax")
+                & (z < self.z_range[1]) & (intensity.abs() < float("inf")))  # NaN x/y/z fail the range tests
+        # Ignored points go to one extra "dump" cell, sliced off at the end: no boolean indexing, which
+        # (nonzero + gather) cost more than all the reductions together.
+        cell = torch.where(keep, ix * self.ny + iy, float(cells)).long()
+        bins = cells + 1
+        count = torch.bincount(cell, minlength=bins).to(pts.dtype)
+        zmin = pts.new_full((bins,), float("inf")).scatter_reduce_(0, cell, z, "amin")
+        zmax = pts.new_full((bins,), float("-inf")).scatter_reduce_(0, cell, z, "amax")
+        ground = (z <= zmin[cell] + GROUND_BAND_M).to(pts.dtype)
+        g_int = torch.where(ground > 0, intensity, 0.0)
+        g_count = torch.bincount(cell, weights=ground.double(), minlength=bins).to(pts.dtype)
+        g_sum = torch.bincount(cell, weights=g_int.double(), minlength=bins).to(pts.dtype)
+        g_max = pts.new_zeros(bins).scatter_reduce_(0, cell, g_int, "amax")
+        count, zmin, zmax, g_count, g_sum, g_max = (t[:cells] for t in (count, zmin, zmax, g_count, g_sum, g_max))
         occupied = count > 0
+        out = pts.new_zeros(len(RASTER_CHANNELS), cells)
         out[0] = occupied.to(pts.dtype)
         out[1] = torch.log1p(count) / 4.0
         out[2] = (g_sum / g_count.clamp(min=1.0) / INTENSITY_SCALE).clamp(0.0, 4.0)

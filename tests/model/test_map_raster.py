@@ -26,9 +26,16 @@ def raster_of(points: list[list[float]]) -> torch.Tensor:
     return grid([torch.tensor(points, dtype=torch.float32).reshape(-1, 5)])[0]
 
 
-def raster_config(**changes):
+def raster_config(refine_channels: int = 16):
     config = load_config(TINY)
-    config.map = dataclasses.replace(config.map, lidar_raster=True, **changes)
+    config.map = dataclasses.replace(config.map, lidar_raster=True, refine_channels=refine_channels)
+    return config
+
+
+def plain_config():
+    """The tiny config as it was before the raster (what the earlier checkpoints were trained with)."""
+    config = load_config(TINY)
+    config.map = dataclasses.replace(config.map, lidar_raster=False, refine_channels=16)
     return config
 
 
@@ -84,9 +91,8 @@ def test_raster_needs_lidar_in_the_config():
 
 
 def test_a_trained_model_gains_the_refinement_by_partial_init_with_the_trunk_frozen(tmp_path):
-    plain_config = load_config(TINY)
-    trained = BEVFusion(plain_config)
-    save_checkpoint(tmp_path / "plain.pt", trained, plain_config)
+    trained = BEVFusion(plain_config())
+    save_checkpoint(tmp_path / "plain.pt", trained, plain_config())
     config = raster_config()
     model = BEVFusion(config)
     with pytest.raises(UserError, match="different model config"):
@@ -110,7 +116,7 @@ def test_a_trained_model_gains_the_refinement_by_partial_init_with_the_trunk_fro
 
 
 def test_a_checkpoint_from_before_the_raster_existed_still_loads(tmp_path):
-    config = load_config(TINY)
+    config = plain_config()
     save_checkpoint(tmp_path / "old.pt", BEVFusion(config), config)
     payload = read_checkpoint(tmp_path / "old.pt")
     for key in ("lidar_raster", "refine_channels"):    # keys a checkpoint of an older version lacks

@@ -69,6 +69,12 @@ def test_nuscenes_bev_head_forward_with_paper_channels():
 @pytest.mark.parametrize("modality", ["lidar", "camera"])
 def test_single_modality_switches_build_and_run(tmp_path, modality):
     text = TINY.read_text().replace("modality: fusion", f"modality: {modality}")
+    if modality == "camera":    # the map head's LiDAR raster needs LiDAR: a camera-only config must say so
+        path = tmp_path / "bad.yaml"
+        path.write_text(text)
+        with pytest.raises(UserError, match="lidar_raster needs LiDAR"):
+            load_config(path)
+        text = text.replace("lidar_raster: true", "lidar_raster: false")
     path = tmp_path / "m.yaml"
     path.write_text(text)
     config = load_config(path)

@@ -1,7 +1,7 @@
 """``PerceptionPipeline``: Frame -> PerceptionResult with any back-end, timing every stage.
 
 Stages (``result.timings_ms`` keys): ``preprocess`` (image resize/crop/normalize, LiDAR depth maps),
-``voxelize``, ``lidar_encoder`` (sparse conv, and the map head's LiDAR raster when the config has one), ``camera_encoder`` (back-end), ``bev_pool`` (incl. a plan
+``voxelize``, ``lidar_encoder`` (sparse conv), ``map_raster`` (only with ``map.lidar_raster``), ``camera_encoder`` (back-end), ``bev_pool`` (incl. a plan
 rebuild when needed), ``bev_head`` (back-end), ``postprocess``, ``total``.
 
 The bev_pool plan is cached: it is rebuilt only when the camera matrices (K, T_lidar_cam, image_aug)
@@ -116,9 +116,11 @@ class PerceptionPipeline:
             feats, coords = self.model.lidar.voxelize(inputs["points"])
             lap("voxelize")
             lidar_bev = self.model.lidar.encode(feats, coords, 1)
-        map_raster = self.model.map_raster(inputs["points"]) if self.model.uses_map_raster else None
-        if config.use_lidar:
             lap("lidar_encoder")
+        map_raster = None
+        if self.model.uses_map_raster:
+            map_raster = self.model.map_raster(inputs["points"])
+            lap("map_raster")
         mask = inputs["camera_mask"]
         if config.use_camera:
             if not bool(mask.any()) and not config.use_lidar:

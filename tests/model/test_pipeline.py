@@ -41,7 +41,7 @@ def test_plan_is_built_once_and_rebuilt_only_when_calibration_changes(pipeline):
     frame.cameras[0].T_lidar_cam[0, 3] += 0.05
     result = pipeline.infer(frame)
     assert pipeline.plan_rebuilds == before + 2
-    for stage in ("preprocess", "voxelize", "lidar_encoder", "camera_encoder", "bev_pool", "bev_head",
+    for stage in ("preprocess", "voxelize", "lidar_encoder", "map_raster", "camera_encoder", "bev_pool", "bev_head",
                   "postprocess", "total"):
         assert stage in result.timings_ms
 

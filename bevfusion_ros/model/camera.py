@@ -11,6 +11,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from bevfusion_ros.model.config import CameraConfig
+from bevfusion_ros.model.maxpool import MaxPool3x3
 
 
 def conv_bn_relu(cin: int, cout: int, kernel: int = 3, stride: int = 1, relu: bool = True) -> nn.Sequential:
@@ -36,7 +37,7 @@ class ResNetBackbone(nn.Module):
     def __init__(self, stem_channels: int, stage_channels: list[int], stage_blocks: list[int],
                  out_indices: list[int], stem_kernel: int = 7):
         super().__init__()
-        self.stem = nn.Sequential(conv_bn_relu(3, stem_channels, stem_kernel, 2), nn.MaxPool2d(3, 2, 1))
+        self.stem = nn.Sequential(conv_bn_relu(3, stem_channels, stem_kernel, 2), MaxPool3x3(2))
         self.stages = nn.ModuleList()
         cin = stem_channels
         for i, (cout, blocks) in enumerate(zip(stage_channels, stage_blocks)):

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 from bevfusion_ros.classes import ATTRIBUTES, CLASS_ATTRIBUTES, DETECTION_CLASSES
 from bevfusion_ros.frame import BEVMap, Detections
 from bevfusion_ros.model.box_coder import BoxCoder
 from bevfusion_ros.model.config import ModelConfig
+from bevfusion_ros.model.maxpool import max_pool3x3
 from bevfusion_ros.model.motion import point_velocities
 
 # [n_classes, n_attributes] bool: which attributes a class may carry
@@ -70,7 +70,7 @@ class PostProcessor:
             return Detections.empty()
         heat = outputs["heatmap"][index].float().sigmoid()                   # C, X, Y
         n_cls, size_x, size_y = heat.shape
-        peaks = F.max_pool2d(heat[None], 3, 1, 1)[0]
+        peaks = max_pool3x3(heat, 1)                                          # 3x3 local maxima
         heat = heat * (peaks == heat)
         scores, flat = heat.reshape(-1).topk(min(self.pre_max, heat.numel()))
         keep = scores > self.score_threshold

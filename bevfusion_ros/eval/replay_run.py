@@ -384,6 +384,10 @@ def soak(bag: Path, params_file: Path, rate: float, seconds: float, out_dir: Pat
         executor.shutdown(timeout_sec=2.0)
         node.destroy_node()
         rclpy.shutdown(context=context)
+        # the spin thread must be gone before the interpreter exits: a daemon thread torn down inside the
+        # executor's C++ wait aborts the whole process ("terminate called without an active exception",
+        # exit status 134) after the report is written
+        spinner.join(2.0)
     with lock:
         done = list(statuses)
     processed = [s for s in done if s["status"] == "processed"]

@@ -138,7 +138,8 @@ class MapHeadConfig:
     # LiDAR ground raster on the map grid (model/map_raster.py) refining the logits at map resolution; not
     # in BEVFusion: its map grid (0.5 m) is finer than the tiny config's BEV (1.2 m). Needs LiDAR.
     lidar_raster: bool = False
-    refine_channels: int = 16                # width of the refinement convs (3x3, 3x3 dilated 2 and 4, 1x1)
+    refine_channels: int = 16                # width of the refinement convs
+    refine_dilations: list[int] = field(default_factory=lambda: [2, 4])   # of the 3x3 convs after the first
     loss_weight: float = 1.0
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
@@ -400,6 +401,8 @@ def validate(config: ModelConfig, source: str = "<config>") -> None:
         bad("map.lidar_raster needs LiDAR (modality fusion or lidar)")
     if config.map.refine_channels < 1:
         bad("map.refine_channels must be >= 1")
+    if not all(isinstance(d, int) and d >= 1 for d in config.map.refine_dilations):
+        bad("map.refine_dilations must be integers >= 1")
     if not config.detection.enabled and not config.map.enabled:
         bad("at least one of detection.enabled / map.enabled must be true")
     if not math.isfinite(config.detection.heading_from_velocity) or config.detection.heading_from_velocity < 0:

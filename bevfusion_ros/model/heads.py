@@ -84,12 +84,13 @@ class MapSegHead(nn.Module):
             final = nn.Conv2d(c, n, 1)
             nn.init.zeros_(final.weight)
             nn.init.zeros_(final.bias)
-            # receptive field 15 cells (7.5 m): enough to tell a stop line across a lane from a divider along it
-            self.refine = nn.Sequential(
-                conv_bn_relu(n + len(RASTER_CHANNELS), c, 3),
-                nn.Conv2d(c, c, 3, padding=2, dilation=2, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True),
-                nn.Conv2d(c, c, 3, padding=4, dilation=4, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True),
-                final)
+            # a 3x3 conv, then dilated 3x3 convs (default 2, 4: receptive field 15 cells, 7.5 m -- enough to
+            # tell a stop line across a lane from a divider along it), then the zero-initialized 1x1
+            layers = [conv_bn_relu(n + len(RASTER_CHANNELS), c, 3)]
+            for d in mc.refine_dilations:
+                layers += [nn.Conv2d(c, c, 3, padding=d, dilation=d, bias=False), nn.BatchNorm2d(c),
+                           nn.ReLU(inplace=True)]
+            self.refine = nn.Sequential(*layers, final)
 
     def _resample(self, x: torch.Tensor) -> torch.Tensor:
         grid = self.grid.to(x.dtype).expand(x.shape[0], -1, -1, -1)

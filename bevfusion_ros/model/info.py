@@ -22,6 +22,8 @@ def describe(config: ModelConfig) -> dict:
         shapes["points"] = ["P", cfg.lidar.in_channels]
         shapes["voxel_grid (X, Y, Z)"] = list(cfg.sparse_shape)
         shapes["lidar_bev"] = ["B", model.lidar.out_channels, model.lidar.out_x, model.lidar.out_y]
+        if model.uses_map_raster:
+            shapes["map_raster"] = ["B", model.map_raster.channels, model.map_raster.nx, model.map_raster.ny]
         params["lidar_encoder"] = count_parameters(model.lidar)
     if cfg.use_camera:
         shapes["images"] = ["B", n, 3, h, w]

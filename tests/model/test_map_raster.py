@@ -124,3 +124,9 @@ def test_a_checkpoint_from_before_the_raster_existed_still_loads(tmp_path):
     assert load_into(BEVFusion(config), payload, config) == []
     with pytest.raises(UserError, match="differs in map.lidar_raster"):
         load_into(BEVFusion(raster_config()), payload, raster_config())
+
+
+def test_model_info_lists_the_raster_input():
+    from bevfusion_ros.model.info import describe
+    assert describe(raster_config())["shapes"]["map_raster"] == ["B", len(RASTER_CHANNELS), 200, 200]
+    assert "map_raster" not in describe(plain_config())["shapes"]

@@ -81,8 +81,10 @@ def lidar_depth_maps(points: torch.Tensor, intrinsics: torch.Tensor, T_lidar_cam
     the points), image_aug [N,3,3] -> depth [N, 1, H, W] (0 = no point; nearest point wins).
 
     All cameras in one GEMM: the rows of ``image_aug @ K @ T_cam_lidar[:3]`` (a 3x4 per camera) stacked
-    into one [3, 3N] matrix, so the points are read once (~10 -> ~3 ms for 90k points and 6 cameras).
-    ``image_aug`` and ``K`` keep [0, 0, 1] as last row, so the third coordinate is the camera depth."""
+    coordinate-major into one [3N, 3] matrix, so the points are read once and u, v and depth each come out as
+    a contiguous [N, P] plane (per-camera columns made every later elementwise op a strided walk: 9.1 -> 7.0
+    ms for 87k points and 6 cameras, 1 thread, identical maps). ``image_aug`` and ``K`` keep [0, 0, 1] as last row, so the third
+    coordinate is the camera depth."""
     n = T_lidar_cam.shape[0]
     h, w = image_hw
     out = torch.full((n * h * w,), float("inf"), dtype=torch.float32)
@@ -90,16 +92,18 @@ def lidar_depth_maps(points: torch.Tensor, intrinsics: torch.Tensor, T_lidar_cam
         return out.zero_().view(n, 1, h, w)
     T_cam_lidar = torch.linalg.inv(T_lidar_cam.double())
     proj = (image_aug.double() @ intrinsics.double() @ T_cam_lidar[:, :3, :]).float()     # [N, 3, 4]
-    rows = proj[:, :, :3].reshape(n * 3, 3).T.contiguous()
-    uvw = torch.addmm(proj[:, :, 3].reshape(n * 3), points[:, :3].float(), rows).view(-1, n, 3)
-    depth = uvw[..., 2]
-    inv_depth = depth.clamp(min=1e-3).reciprocal()
-    u = torch.floor(uvw[..., 0] * inv_depth)
-    v = torch.floor(uvw[..., 1] * inv_depth)
+    rows = proj.permute(1, 0, 2).reshape(3 * n, 4)                                       # u rows, v rows, depth rows
+    uvw = torch.addmm(rows[:, 3:], rows[:, :3], points[:, :3].float().T).view(3, n, -1)
+    depth = uvw[2]
+    inv_depth = depth.clamp(min=1e-3).reciprocal_()
+    u = uvw[0].mul_(inv_depth).floor_()
+    v = uvw[1].mul_(inv_depth).floor_()
     valid = (depth > 0.1) & (u >= 0) & (u < w) & (v >= 0) & (v < h)
-    point_idx, cam_idx = valid.nonzero(as_tuple=True)
-    flat = cam_idx * (h * w) + v[point_idx, cam_idx].long() * w + u[point_idx, cam_idx].long()
-    out.scatter_reduce_(0, flat, depth[point_idx, cam_idx], reduce="amin", include_self=True)
+    # pixel index in float: exact while n*h*w < 2**24 (float32's integers; 1.1M for the nuScenes config)
+    dtype = torch.float32 if n * h * w < 2 ** 24 else torch.float64
+    base = (torch.arange(n, dtype=dtype) * (h * w))[:, None]
+    flat = (v.to(dtype).mul_(w).add_(u).add_(base))[valid].long()
+    out.scatter_reduce_(0, flat, depth[valid], reduce="amin", include_self=True)
     out[torch.isinf(out)] = 0.0
     return out.view(n, 1, h, w)
 

@@ -35,8 +35,13 @@ from bevfusion_ros.paths import share_dir
 #   the perception node's executor, TF, worker and torch threads all allocate frame-sized numpy buffers,
 #   and the freed memory stayed spread over the arenas. Measured in 60 s soaks at 4x real time on 2
 #   cores: resident memory +10.5% with the default, -1.9% to +8.6% over seven runs with 2 arenas.
+# - OPENBLAS_NUM_THREADS=1: numpy's OpenBLAS starts one thread per core and they busy-wait after every
+#   matrix product; the nodes' products are small (3x3 transforms of a sweep, box geometry), so the extra
+#   threads only spin. Measured in the model process on demo frames: 240 ms of CPU per 133 ms frame
+#   before, 133 ms after, same wall time; real-time replay of the demo scenes: end-to-end p50 296-308 ->
+#   243-266 ms, p99 409-449 -> 319-323 ms, 62-63 -> 72-83 sweeps processed (two A/B pairs).
 NODE_ENV = {"FASTDDS_DEFAULT_PROFILES_FILE": str(share_dir() / "config" / "fastdds_large_data.xml"),
-            "MALLOC_ARENA_MAX": "2"}
+            "MALLOC_ARENA_MAX": "2", "OPENBLAS_NUM_THREADS": "1"}
 
 
 def graph_environment(extra: dict[str, str] | None = None) -> dict[str, str]:

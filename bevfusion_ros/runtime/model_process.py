@@ -52,7 +52,8 @@ class ModelProcess:
     """``infer(frame) -> PerceptionResult`` like PerceptionPipeline, computed in a child process.
 
     Thread-safe (one request at a time). ``plan_rebuilds`` is the child's bev_pool plan rebuild count, summed
-    over restarts; ``timings_ms`` of each result gain ``transfer`` (round trip minus the child's total)."""
+    over restarts; ``timings_ms`` of each result gain ``transfer`` (round trip minus the child's total) and
+    ``cpu`` (the child's CPU time for the frame; ``total`` is wall time)."""
 
     def __init__(self, config: ModelProcessConfig):
         self.config = config
@@ -70,6 +71,9 @@ class ModelProcess:
         # the child must import this checkout's package whatever the parent's working directory is
         package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
+        # numpy's OpenBLAS threads only busy-wait here (its products are tiny): 240 -> 133 ms of CPU per
+        # frame at the same wall time (launch_graph.NODE_ENV has the measurements); a user's value wins
+        env.setdefault("OPENBLAS_NUM_THREADS", "1")
         self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
                                       bufsize=1 << 20)
         self._send(("init", self.config))
@@ -203,7 +207,11 @@ def _serve() -> int:
             elif kind == "infer":
                 if pipeline is None:
                     raise RuntimeError("infer before init")
+                cpu_start = time.process_time()
                 result = pipeline.infer(message[1])
+                # CPU time of this (single-purpose) process for the frame: against timings_ms["total"] (wall)
+                # it tells a slow model from a descheduled one on a shared machine
+                result.timings_ms["cpu"] = (time.process_time() - cpu_start) * 1e3
                 reply(("result", result, pipeline.plan_rebuilds))
             else:
                 raise RuntimeError(f"unknown request {kind!r}")

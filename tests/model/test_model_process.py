@@ -32,6 +32,7 @@ def test_the_child_computes_what_the_pipeline_computes_in_process(child):
     np.testing.assert_allclose(remote.detections.boxes, local.detections.boxes, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(remote.bev_map.probs, local.bev_map.probs, atol=1e-6)
     assert remote.timings_ms["transfer"] >= 0 and remote.timings_ms["total"] > 0
+    assert 0 < remote.timings_ms["cpu"] < 60_000     # the child's CPU time for the frame, beside wall time
     assert child.plan_rebuilds >= 1
 
 
@@ -80,3 +81,10 @@ def test_a_child_that_does_not_answer_in_time_is_killed_and_replaced():
         assert process.restarts == 1
     finally:
         process.close()
+
+
+def test_the_child_runs_numpy_blas_single_threaded(child):
+    """numpy's OpenBLAS threads would only busy-wait in the child (its products are tiny), burning a core
+    the node needs; the child starts with OPENBLAS_NUM_THREADS=1 unless the user set it."""
+    environ = open(f"/proc/{child.pid}/environ", "rb").read().split(b"\0")
+    assert b"OPENBLAS_NUM_THREADS=" + os.environ.get("OPENBLAS_NUM_THREADS", "1").encode() in environ

@@ -113,3 +113,10 @@ def test_make_backend_by_name(tiny_checkpoint):
     with pytest.raises(UserError, match="unknown back-end"):
         make_backend("cuda-magic", model)
     assert issubclass(TorchBackend, Backend)
+
+
+def test_a_cpu_pipeline_runs_numpy_blas_single_threaded(pipeline):
+    """OpenBLAS's extra threads only busy-wait on the pipeline's tiny numpy products (runtime/pipeline.py)."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    blas = [pool for pool in threadpoolctl.threadpool_info() if pool["user_api"] == "blas"]
+    assert blas and all(pool["num_threads"] == 1 for pool in blas)

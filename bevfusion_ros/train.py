@@ -125,6 +125,8 @@ def train(args: argparse.Namespace) -> dict:
     from bevfusion_ros.model.config import load_config
     from bevfusion_ros.model.losses import compute_losses
 
+    if args.init_partial and not args.init:
+        raise UserError("--init-partial needs --init CHECKPOINT (the checkpoint to start from)")
     config = load_config(args.config)
     tc = config.train
     epochs = args.epochs or tc.epochs
@@ -185,7 +187,12 @@ def train(args: argparse.Namespace) -> dict:
         load_into(model, payload, config, source=str(last))
         state = payload.get("train_state", {})
         if "optimizer" in state:
-            optimizer.load_state_dict(state["optimizer"])
+            try:
+                optimizer.load_state_dict(state["optimizer"])
+            except ValueError as err:   # parameter groups of another size: another --train-only
+                raise UserError(f"--resume: the optimizer state in {last} does not fit this run's trainable "
+                                f"parameters ({err}); resume with the --train-only of the run that wrote it"
+                                ) from None
         if "scaler" in state and use_amp:
             scaler.load_state_dict(state["scaler"])
         step = int(state.get("step", 0))

@@ -130,3 +130,9 @@ def test_model_info_lists_the_raster_input():
     from bevfusion_ros.model.info import describe
     assert describe(raster_config())["shapes"]["map_raster"] == ["B", len(RASTER_CHANNELS), 200, 200]
     assert "map_raster" not in describe(plain_config())["shapes"]
+
+
+def test_init_partial_without_a_checkpoint_is_a_one_line_error(capsys):
+    from bevfusion_ros.cli import main as cli_main
+    assert cli_main(["train", "--config", str(TINY), "--dataroot", "unused", "--init-partial"]) == 2
+    assert "--init-partial needs --init" in capsys.readouterr().err

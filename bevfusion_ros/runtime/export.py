@@ -6,8 +6,8 @@ contract"):
 - ``camera_encoder.onnx``: ``images [B,N,3,H,W]`` (+ ``lidar_depth [B,N,1,H,W]`` when the config uses
   DepthLSS) -> ``depth_probs [B,N,D,h,w]``, ``cam_feats [B,N,C,h,w]``;
 - ``bev_head.onnx``: ``lidar_bev [B,Cl,X,Y]`` and/or ``camera_bev [B,Cc,X,Y]`` (the modalities the config
-  uses), plus ``map_raster [B,6,Xm,Ym]`` with ``map.lidar_raster`` -> the raw head tensors named ``model.output_names`` (heatmap, reg, height, dim, rot, vel, attr,
-  map).
+  uses), plus ``map_raster [B,6,Xm,Ym]`` with ``map.lidar_raster`` -> the raw head tensors named
+  ``model.output_names`` (heatmap, reg, height, dim, rot, vel, attr, map).
 
 Voxelization, the sparse encoder (sparse_conv) and bev_pool stay in torch beside the engines. Shapes are
 static (batch 1 by default): TensorRT builds its fastest kernels for fixed shapes and every frame has the

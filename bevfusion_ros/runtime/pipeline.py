@@ -1,8 +1,9 @@
 """``PerceptionPipeline``: Frame -> PerceptionResult with any back-end, timing every stage.
 
 Stages (``result.timings_ms`` keys): ``preprocess`` (image resize/crop/normalize, LiDAR depth maps),
-``voxelize``, ``lidar_encoder`` (sparse conv), ``map_raster`` (only with ``map.lidar_raster``), ``camera_encoder`` (back-end), ``bev_pool`` (incl. a plan
-rebuild when needed), ``bev_head`` (back-end), ``postprocess``, ``total``.
+``voxelize``, ``lidar_encoder`` (sparse conv), ``map_raster`` (only with ``map.lidar_raster``),
+``camera_encoder`` (back-end), ``bev_pool`` (incl. a plan rebuild when needed), ``bev_head`` (back-end),
+``postprocess``, ``total``.
 
 The bev_pool plan is cached: it is rebuilt only when the camera matrices (K, T_lidar_cam, image_aug)
 change -- they are hashed every frame; ``plan_rebuilds`` counts rebuilds.

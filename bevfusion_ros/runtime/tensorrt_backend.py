@@ -166,9 +166,8 @@ class RecordingBackend(Backend):
 
 def record_backend_inputs(pipeline, frames: Iterable, limit: int = 64) -> list[dict[str, torch.Tensor]]:
     """Run ``pipeline.infer`` over dataset ``frames`` with its back-end wrapped by a recorder; returns one
-    dict per frame with the dense parts' inputs (images, lidar_depth, lidar_bev, camera_bev,
-    map_raster) -- the INT8
-    calibration set, drawn from the same preprocessing the engines will see."""
+    dict per frame with the dense parts' inputs (images, lidar_depth, lidar_bev, camera_bev, map_raster) --
+    the INT8 calibration set, drawn from the same preprocessing the engines will see."""
     inner = pipeline.backend
     recorder = RecordingBackend(inner, limit)
     pipeline.backend = recorder

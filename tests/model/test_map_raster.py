@@ -3,7 +3,6 @@ indexed like the map grid, ground statistics see the paint under a car, bad poin
 refinement starts as a no-op, and fine-tuning can add it to a trained model with the trunk frozen."""
 from __future__ import annotations
 
-import argparse
 import dataclasses
 
 import pytest
@@ -11,7 +10,7 @@ import torch
 
 from bevfusion_ros.errors import UserError
 from bevfusion_ros.model.bevfusion import BEVFusion
-from bevfusion_ros.model.checkpoint import load_into, save_checkpoint, read_checkpoint
+from bevfusion_ros.model.checkpoint import load_into, read_checkpoint, save_checkpoint
 from bevfusion_ros.model.config import load_config, validate
 from bevfusion_ros.model.map_raster import RASTER_CHANNELS, LidarMapRaster
 from bevfusion_ros.train import freeze_except

@@ -17,6 +17,8 @@ indices and no weights. Backward passes are the transposed products (bags per pi
 """
 from __future__ import annotations
 
+import threading
+
 import torch
 import torch.nn.functional as functional
 
@@ -80,6 +82,27 @@ def rows_as_feats(rows: torch.Tensor, geometry_shape: tuple[int, ...]) -> torch.
     return rows.view(batch, cams, width, height, -1).permute(0, 1, 4, 3, 2).contiguous()
 
 
+def _workspace(plan: BEVPoolPlan, name: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """A scratch tensor kept on the plan between calls, one per thread (so concurrent callers never share).
+
+    The per-frame temporaries (gathered weights, 6.4 MB, and the transposed feature table, 5.4 MB, on the
+    nuScenes config) are large enough that the allocator hands them back to the OS after every frame, and
+    each fresh allocation page-faults its memory in again: reusing them measured 17.5 vs 18.1 ms per frame
+    (2 threads, four interleaved rounds; with the int32 weight gather below). Their contents never outlive
+    one call, so reuse is safe; backward does not read them. They count in the pooling's extra memory."""
+    spaces = plan.__dict__.get("_cpu_workspace")
+    if spaces is None:
+        spaces = plan.__dict__.setdefault("_cpu_workspace", threading.local())
+    key = (name, dtype)
+    tensor = getattr(spaces, "tensors", {}).get(key)
+    if tensor is None or tuple(tensor.shape) != shape:
+        tensor = torch.empty(shape, dtype=dtype)
+        if not hasattr(spaces, "tensors"):
+            spaces.tensors = {}
+        spaces.tensors[key] = tensor
+    return tensor
+
+
 def _bag_indices(plan: BEVPoolPlan) -> tuple[torch.Tensor, torch.Tensor]:
     """``(pixel_index, cell_offsets)`` for the bag kernels: int32 copies on CPU, made once per plan.
 
@@ -95,12 +118,31 @@ def _bag_indices(plan: BEVPoolPlan) -> tuple[torch.Tensor, torch.Tensor]:
     return cached[2], cached[3]
 
 
+def _point_index(plan: BEVPoolPlan) -> torch.Tensor:
+    """int32 copy of ``plan.point_index`` for the CPU weight gather (1.6 vs 1.9 ms per frame; cached)."""
+    point_index = plan.point_index
+    if point_index.device.type != "cpu" or point_index.numel() >= 2**31 - 1:
+        return point_index
+    cached = plan.__dict__.get("_int32_point_index")
+    if cached is None or cached[0] is not point_index:
+        cached = (point_index, point_index.to(torch.int32))
+        plan.__dict__["_int32_point_index"] = cached
+    return cached[1]
+
+
 def fused_forward(plan: BEVPoolPlan, depth_probs: torch.Tensor, feats: torch.Tensor,
                   out_flat: torch.Tensor) -> None:
     """Fused pooling into ``out_flat [cells, C]`` (contiguous; any float dtype)."""
     dtype = compute_dtype(feats.dtype)
-    table = feats_as_rows(feats, dtype)
-    weights = depth_probs.reshape(-1).to(dtype).index_select(0, plan.point_index)
+    if out_flat.is_cpu:
+        batch, cams, channels, height, width = feats.shape
+        table = _workspace(plan, "table", (batch * cams * width * height, channels), dtype)
+        table.view(batch, cams, width, height, channels).copy_(feats.permute(0, 1, 4, 3, 2))
+        weights = _workspace(plan, "weights", (plan.num_points,), dtype)
+        torch.index_select(depth_probs.reshape(-1).to(dtype), 0, _point_index(plan), out=weights)
+    else:
+        table = feats_as_rows(feats, dtype)
+        weights = depth_probs.reshape(-1).to(dtype).index_select(0, plan.point_index)
     target = out_flat if out_flat.dtype == dtype else torch.empty(out_flat.shape, dtype=dtype,
                                                                   device=out_flat.device)
     pixel_index, cell_offsets = _bag_indices(plan)

@@ -163,3 +163,22 @@ def test_cpu_pooling_reads_int32_bag_indices_made_once_per_plan(small_grid):
     assert torch.equal(first[0].long(), plan.pixel_index) and torch.equal(first[1].long(), plan.cell_offsets)
     assert all(a is b for a, b in zip(first, _bag_indices(plan)))      # cached, not rebuilt per frame
     assert plan.pixel_index.dtype == torch.int64                         # the plan's own format is unchanged
+
+
+def test_threads_sharing_one_plan_each_get_their_own_answer(small_grid):
+    """The CPU path keeps per-frame scratch on the plan, one per thread: concurrent callers never mix."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    xyz = random_geometry(SHAPE, small_grid)
+    plan = BEVPoolPlan.from_geometry(xyz, small_grid)
+    inputs = {seed: _inputs(torch.float64, seed=seed) for seed in (20, 21)}
+    expected = {seed: brute_force_bev(xyz, small_grid, materialize(*pair)) for seed, pair in inputs.items()}
+
+    def worst_error(seed: int) -> float:
+        return max(float((pool_fused(plan, *inputs[seed]) - expected[seed]).abs().max()) for _ in range(50))
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        errors = list(pool.map(worst_error, [20, 21]))
+    assert max(errors) < 1e-12
+    single = pool_fused(plan, *(t.float() for t in inputs[20]))          # other dtype, same plan: own scratch
+    torch.testing.assert_close(single.double(), expected[20], atol=1e-5, rtol=1e-5)

@@ -69,23 +69,37 @@ def _parabola(y0: float, y1: float, y2: float) -> float:
     return float(np.clip(0.5 * (y0 - y2) / curvature, -0.5, 0.5)) if curvature < 0 else 0.0
 
 
-def _best_shift(new: np.ndarray, old: np.ndarray, max_bins: int, min_correlation: float
-                ) -> tuple[float, float] | None:
-    """Shift (sa, sc) in cells, sub-cell, maximizing sum new[i, j] * old[i - sa, j - sc] over
-    |sa|, |sc| <= max_bins; None when the peak is on the window's edge or too weak."""
-    size = tuple(1 << int(np.ceil(np.log2(n + max_bins + 1))) for n in new.shape)
+def _fft_size(shape: tuple[int, int], max_bins: int) -> tuple[int, int]:
+    """Power-of-two FFT size holding a histogram and the search window without wrap-around."""
+    return tuple(1 << int(np.ceil(np.log2(n + max_bins + 1))) for n in shape)
+
+
+def _best_shifts(new: np.ndarray, old: np.ndarray, max_bins: int, min_correlation: float,
+                 size: tuple[int, int]) -> list[tuple[float, float] | None]:
+    """Per pair j of ``new``, ``old`` [J, A, C] (histograms zero-padded to one shape): the shift (sa, sc) in
+    cells, sub-cell, maximizing sum new[j, a, c] * old[j, a - sa, c - sc] over |sa|, |sc| <= max_bins; None
+    when the peak is on the window's edge or too weak.
+
+    All pairs of one FFT size go through one batched FFT: per box the transforms are tiny (64 x 64), so
+    numpy's per-call overhead, not the arithmetic, was most of their cost."""
     corr = np.fft.irfft2(np.fft.rfft2(new, size) * np.conj(np.fft.rfft2(old, size)), size)
     shifts = np.arange(-max_bins, max_bins + 1)
-    scores = corr[np.ix_(shifts % size[0], shifts % size[1])]
-    i, j = np.unravel_index(int(scores.argmax()), scores.shape)
+    scores = corr[:, (shifts % size[0])[:, None], (shifts % size[1])[None, :]]          # [J, S, S]
+    peak_i, peak_j = np.divmod(scores.reshape(len(scores), -1).argmax(1), len(shifts))
     edge = len(shifts) - 1
-    if i in (0, edge) or j in (0, edge):
-        return None                    # faster than max_speed, or registered onto something else
-    norm = np.sqrt((new * new).sum() * (old * old).sum())
-    if norm <= 0 or scores[i, j] / norm < min_correlation:
-        return None
-    return (shifts[i] + _parabola(scores[i - 1, j], scores[i, j], scores[i + 1, j]),
-            shifts[j] + _parabola(scores[i, j - 1], scores[i, j], scores[i, j + 1]))
+    norms = np.sqrt((new * new).sum((1, 2)) * (old * old).sum((1, 2)))
+    out: list[tuple[float, float] | None] = []
+    for k, (i, j) in enumerate(zip(peak_i.tolist(), peak_j.tolist())):
+        if i in (0, edge) or j in (0, edge):
+            out.append(None)           # faster than max_speed, or registered onto something else
+            continue
+        s = scores[k]
+        if norms[k] <= 0 or s[i, j] / norms[k] < min_correlation:
+            out.append(None)
+            continue
+        out.append((shifts[i] + _parabola(s[i - 1, j], s[i, j], s[i + 1, j]),
+                    shifts[j] + _parabola(s[i, j - 1], s[i, j], s[i, j + 1])))
+    return out
 
 
 class _PointIndex:
@@ -95,7 +109,7 @@ class _PointIndex:
     CELL = 4.0
 
     def __init__(self, xyz: np.ndarray, sweep: np.ndarray):
-        ix = np.floor(xyz[:, 0] / self.CELL).astype(np.int64)
+        ix = np.floor(xyz[:, 0] / self.CELL).astype(np.int64)     # CELL is a power of two: exact in fp32
         iy = np.floor(xyz[:, 1] / self.CELL).astype(np.int64)
         self.x0, self.y0 = int(ix.min()), int(iy.min())
         self.ny = int(iy.max()) - self.y0 + 1
@@ -103,7 +117,7 @@ class _PointIndex:
         # Few cells (~750 for +-54 m): 16-bit keys get numpy's O(N) radix sort instead of a merge sort.
         order = np.argsort(key.astype(np.int16) if key.max() < 2**15 else key, kind="stable")
         self.key = key[order]
-        self.xyz = np.ascontiguousarray(xyz[order])
+        self.xyz = xyz[order].astype(np.float64)
         self.sweep = sweep[order]
 
     def near(self, x: float, y: float, reach: float) -> tuple[np.ndarray, np.ndarray]:
@@ -157,7 +171,8 @@ def point_velocities(points: np.ndarray, boxes: np.ndarray, labels: np.ndarray, 
     points = np.asarray(points)
     if len(boxes) == 0 or points.ndim != 2 or points.shape[1] < 5 or len(points) == 0:
         return PointVelocityResult(velocity, measured)
-    points = points[np.isfinite(points[:, :5]).all(1)]
+    if not np.isfinite(points[:, :5].sum(dtype=np.float64)):
+        points = points[np.isfinite(points[:, :5]).all(1)]      # the per-row mask only when something is off
     if len(points) == 0:
         return PointVelocityResult(velocity, measured)
     tags, middle, span = _sweep_tags(points[:, 4].astype(np.float64), config.sweep_tolerance_s)
@@ -176,17 +191,22 @@ def point_velocities(points: np.ndarray, boxes: np.ndarray, labels: np.ndarray, 
     keep = (tags >= 0) & (points[:, 2] >= low) & (points[:, 2] < high)
     if not keep.any():
         return PointVelocityResult(velocity, measured)
-    index = _PointIndex(points[keep, :3].astype(np.float64), tags[keep])
     max_shift = config.max_speed * span
+    candidates = np.nonzero(moving)[0]
+    halves = np.column_stack([boxes[candidates, 3] / 2, boxes[candidates, 4] / 2]) + max_shift + config.margin
+    reaches = np.hypot(halves[:, 0], halves[:, 1])
+    index = _PointIndex(points[keep, :3], tags[keep])
     # (sweep, time from the newest, search range in bins) of each registration; the middle sweep, where
     # there is one, is a second, independent measurement that must agree with the first.
     pairs = [(2, span, int(np.ceil(max_shift / config.bin_m)))]
     if middle > config.sweep_tolerance_s:
         pairs.append((1, middle, int(np.ceil(config.max_speed * middle / config.bin_m))))
-    for k in np.nonzero(moving)[0]:
+    # Pass 1: each box's sweep histograms; registrations queued by (FFT size, window) for batched FFTs.
+    queued: dict[tuple, list[tuple[int, int, np.ndarray, np.ndarray]]] = {}
+    wanted: dict[int, int] = {}                   # box -> registrations it needs
+    for k, half, reach in zip(candidates.tolist(), halves.tolist(), reaches.tolist()):
         x, y, z, length, width, height, yaw = boxes[k, :7]
-        half = (length / 2 + max_shift + config.margin, width / 2 + max_shift + config.margin)
-        xyz, sweep = index.near(x, y, float(np.hypot(*half)))
+        xyz, sweep = index.near(x, y, reach)
         if len(xyz) < 2 * config.min_points:
             continue
         # Ground returns are static and would pull the registration to zero.
@@ -202,20 +222,36 @@ def point_velocities(points: np.ndarray, boxes: np.ndarray, labels: np.ndarray, 
         counts = np.bincount(sweep, minlength=3)
         if counts[0] < config.min_points or counts[2] < config.min_points:
             continue
-        hist = _occupancy(along, across, sweep, half, config.bin_m)
-        estimates = []
-        for other, elapsed, max_bins in pairs:
-            if counts[other] < config.min_points:
-                continue
-            shift = _best_shift(hist[0], hist[other], max_bins, config.min_correlation)
-            if shift is None:
-                break
-            estimates.append(np.asarray(shift) * config.bin_m / elapsed)
-        else:
-            if len(estimates) == 2 and np.hypot(*(estimates[0] - estimates[1])) > \
-                    config.consistency_abs + config.consistency_rel * np.hypot(*estimates[0]):
-                continue
-            v_along, v_across = estimates[0]
-            velocity[k] = (v_along * ux - v_across * uy, v_along * uy + v_across * ux)
-            measured[k] = True
+        hist = _occupancy(along, across, sweep, tuple(half), config.bin_m)
+        wanted[k] = 0
+        for number, (other, _, max_bins) in enumerate(pairs):
+            if counts[other] >= config.min_points:
+                size = _fft_size(hist.shape[1:], max_bins)
+                queued.setdefault((size, max_bins), []).append((k, number, hist[0], hist[other]))
+                wanted[k] += 1
+    # Pass 2: the registrations, then each box's checks (every registration must succeed, and the middle
+    # sweep's must agree with the oldest's).
+    found: dict[int, dict[int, np.ndarray]] = {k: {} for k in wanted}
+    for (size, max_bins), jobs in queued.items():
+        shape = np.max([job[2].shape for job in jobs], axis=0)
+        new = np.zeros((len(jobs), *shape))
+        old = np.zeros((len(jobs), *shape))
+        for row, (_, _, a, b) in enumerate(jobs):
+            new[row, :a.shape[0], :a.shape[1]] = a
+            old[row, :b.shape[0], :b.shape[1]] = b
+        for (k, number, _, _), shift in zip(jobs, _best_shifts(new, old, max_bins, config.min_correlation,
+                                                               size)):
+            if shift is not None:
+                found[k][number] = np.asarray(shift) * config.bin_m / pairs[number][1]
+    for k, estimates in found.items():
+        if len(estimates) < wanted[k]:
+            continue                   # a registration failed: the box keeps the network's velocity
+        first = estimates[0]
+        if len(estimates) == 2 and np.hypot(*(first - estimates[1])) > \
+                config.consistency_abs + config.consistency_rel * np.hypot(*first):
+            continue
+        yaw = boxes[k, 6]
+        ux, uy = np.cos(yaw), np.sin(yaw)
+        velocity[k] = (first[0] * ux - first[1] * uy, first[0] * uy + first[1] * ux)
+        measured[k] = True
     return PointVelocityResult(velocity, measured)

@@ -116,3 +116,28 @@ def test_a_non_finite_or_degenerate_box_is_skipped_not_fatal():
     result = point_velocities(points, boxes, np.array([CAR, CAR, CAR]), CONFIG)
     assert result.measured.tolist() == [True, False, False]
     np.testing.assert_allclose(result.velocity[0], (8.0, 2.5), atol=0.35)
+
+
+def test_each_box_gets_the_answer_it_gets_alone_when_many_are_measured_together():
+    """Registrations of one frame share batched FFTs: boxes of different sizes and speeds, some not
+    measurable, must not leak into each other."""
+    rng = np.random.default_rng(6)
+    scenes = [((8.0, 2.5), (12.0, 4.0), (4.5, 1.9, 1.6)), ((-3.0, 1.0), (-15.0, 9.0), (10.0, 2.5, 3.0)),
+              ((0.0, 0.0), (20.0, -12.0), (5.2, 2.1, 1.7))]
+    parts, boxes = [], []
+    for velocity, centre, size in scenes:
+        now = car_surface(rng, np.asarray(centre), 0.3, size=size)
+        before = car_surface(rng, np.asarray(centre) - np.asarray(velocity) * 0.1, 0.3, size=size)
+        parts += [np.column_stack([now, np.ones(len(now)), np.zeros(len(now))]),
+                  np.column_stack([before, np.ones(len(before)), np.full(len(before), 0.1)])]
+        boxes.append([*centre, -1.8 + size[2] / 2, *size, 0.3, 0.5, 0.5])
+    boxes.append([-25.0, -20.0, -1.0, 4.5, 1.9, 1.6, 0.3, 0.5, 0.5])        # no points there
+    points, boxes = np.concatenate(parts).astype(np.float32), np.array(boxes)
+    labels = np.full(len(boxes), CAR)
+    together = point_velocities(points, boxes, labels, CONFIG)
+    for k in range(len(boxes)):
+        alone = point_velocities(points, boxes[k:k + 1], labels[:1], CONFIG)
+        assert together.measured[k] == alone.measured[0]
+        np.testing.assert_allclose(together.velocity[k], alone.velocity[0], atol=1e-9)
+    assert together.measured.tolist() == [True, True, True, False]      # the last one has no points
+    np.testing.assert_allclose(together.velocity[:3], [s[0] for s in scenes[:3]], atol=0.5)

@@ -5,7 +5,8 @@ written as a nuScenes submission (eval/detection.py) and scored by the devkit's 
 probabilities are scored against NuScenesMap-rasterized GT with BEVFusion's IoU protocol (eval/mapseg.py).
 
 Writes ``DIR/eval.json`` (``map``, ``nds``, ``per_class_ap``, ``tp_errors``, ``per_class_tp_errors``,
-``mapseg_iou`` per class, ``mapseg_miou``, plus run details and latency), ``DIR/eval.md``,
+``mapseg_iou`` per class, ``mapseg_miou`` (of the time-fused map when ``map.temporal_fusion`` is on;
+``mapseg_miou_single_frame`` beside it), plus run details and latency), ``DIR/eval.md``,
 ``DIR/submission.json``, BEV figures (GT vs predictions, map probabilities vs GT map), a camera image with
 projected boxes and a latency histogram.
 
@@ -25,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from bevfusion_ros.errors import UserError
+from bevfusion_ros.model.map_fusion import TemporalMapFusion
 
 MODALITIES = ("fusion", "lidar", "camera")
 
@@ -62,8 +64,12 @@ def check_modality(requested: str | None, config_modality: str) -> str:
 def evaluate(config_path, checkpoint, dataroot, out_dir, eval_set: str | None = None, version: str | None = None,
              backend: str = "torch", modality: str | None = None, device: str = "cpu", threads: int | None = None,
              figures: int = 3, score_threshold: float | None = None, backend_options: dict | None = None,
-             quiet: bool = False, log=print) -> dict:
-    """Run the evaluation and write the report; returns the eval.json dict."""
+             quiet: bool = False, map_fusion: bool | None = None, log=print) -> dict:
+    """Run the evaluation and write the report; returns the eval.json dict.
+
+    Keyframes run scene by scene in time order, so that the map output can be fused over time as the node
+    fuses it (``map.temporal_fusion`` of the config; ``map_fusion`` overrides its ``enabled``). Both the
+    fused and the single-frame map IoU are reported."""
     import torch
 
     from bevfusion_ros.data.nuscenes_io import open_nuscenes
@@ -86,6 +92,9 @@ def evaluate(config_path, checkpoint, dataroot, out_dir, eval_set: str | None = 
     nusc = open_nuscenes(dataroot, version)
     eval_set = eval_set or det_eval.infer_eval_set(nusc)
     tokens = det_eval.eval_sample_tokens(nusc, eval_set)
+    scene_order = {scene["token"]: index for index, scene in enumerate(nusc.scene)}
+    tokens = sorted(tokens, key=lambda t: (scene_order.get(nusc.get("sample", t)["scene_token"], -1),
+                                           nusc.get("sample", t)["timestamp"]))
 
     from bevfusion_ros.runtime.pipeline import PerceptionPipeline
     options = dict(backend_options or {})
@@ -105,6 +114,11 @@ def evaluate(config_path, checkpoint, dataroot, out_dir, eval_set: str | None = 
     xbound, ybound = list(config.map.xbound), list(config.map.ybound)
     maps = MapCache(nusc.dataroot)
     acc = MapSegAccumulator(map_classes) if map_enabled else None
+    fusion_config = config.map.temporal_fusion
+    if map_fusion is not None:
+        fusion_config = dataclasses.replace(fusion_config, enabled=bool(map_fusion))
+    fusion = TemporalMapFusion(fusion_config)
+    acc_single = MapSegAccumulator(map_classes) if map_enabled and fusion_config.enabled else None
     map_error = None if map_enabled else "the config has no map head"
 
     detections, transforms, latencies, stage_ms = {}, {}, [], {}
@@ -119,6 +133,9 @@ def evaluate(config_path, checkpoint, dataroot, out_dir, eval_set: str | None = 
         T_global_lidar = det_eval.lidar_to_global(frame.T_global_ego, frame.T_ego_lidar)
         start = time.perf_counter()
         result = pipeline.infer(frame)
+        single_map = result.bev_map
+        result.bev_map = fusion.update(result.bev_map, T_global_lidar, frame.stamp_us,
+                                       sequence=nusc.get("sample", token)["scene_token"])
         latencies.append(result.timings_ms.get("total", (time.perf_counter() - start) * 1e3))
         for stage, ms in result.timings_ms.items():
             stage_ms.setdefault(stage, []).append(ms)
@@ -131,11 +148,13 @@ def evaluate(config_path, checkpoint, dataroot, out_dir, eval_set: str | None = 
             except UserError as err:
                 map_error = str(err)
             else:
-                bev = result.bev_map
-                probs = bev.probs
-                if probs.shape != gt_map.shape:
-                    probs = resample_to_grid(probs, (bev.x_min, bev.y_min, bev.resolution), xbound, ybound)
-                acc.update(probs, gt_map)
+                for bev, target in ((single_map, acc_single), (result.bev_map, acc)):
+                    if target is None:
+                        continue
+                    probs = bev.probs
+                    if probs.shape != gt_map.shape:
+                        probs = resample_to_grid(probs, (bev.x_min, bev.y_min, bev.resolution), xbound, ybound)
+                    target.update(probs, gt_map)
         if index in fig_idx:
             gt_boxes, gt_labels, _, _ = gt_boxes_lidar(nusc, token, T_global_lidar)
             det = result.detections
@@ -166,6 +185,8 @@ def evaluate(config_path, checkpoint, dataroot, out_dir, eval_set: str | None = 
     sub_path = det_eval.write_submission(out_dir / "submission.json", submission)
     det = det_eval.evaluate_submission(nusc, sub_path, eval_set, out_dir / "detection")
     seg = acc.compute() if acc is not None and acc.frames and map_error is None else None
+    seg_single = acc_single.compute() if acc_single is not None and acc_single.frames and map_error is None \
+        else seg
     if seg is None and map_error is None:
         map_error = "no map predictions"
     images.append(report.plot_latency_histogram(out_dir / "latency.png", stage_ms, title=f"Per-frame latency "
@@ -182,6 +203,9 @@ def evaluate(config_path, checkpoint, dataroot, out_dir, eval_set: str | None = 
         "mapseg_classes_with_gt": None if seg is None else seg["classes_with_gt"],
         "mapseg_iou_by_threshold": None if seg is None else seg["iou_by_threshold"],
         "mapseg_error": map_error,
+        "map_temporal_fusion": dataclasses.asdict(fusion_config),
+        "mapseg_miou_single_frame": None if seg_single is None else seg_single["miou"],
+        "mapseg_iou_single_frame": None if seg_single is None else seg_single["iou"],
         "eval_set": eval_set, "version": nusc.version, "dataroot": str(dataroot),
         "scenes": sorted({nusc.get("scene", nusc.get("sample", t)["scene_token"])["name"] for t in tokens}),
         "num_samples": len(tokens), "num_pred_boxes": det.get("num_pred_boxes"),
@@ -193,8 +217,10 @@ def evaluate(config_path, checkpoint, dataroot, out_dir, eval_set: str | None = 
     }
     report.write_report(out_dir, result, title=f"Offline evaluation: {config.name} on {eval_set} ({modality}, {backend})",
                         images=images, json_name="eval.json", md_name="eval.md")
+    single = result["mapseg_miou_single_frame"]
     log(f"mAP {result['map']:.4f}  NDS {result['nds']:.4f}  map mIoU "
-        f"{'n/a' if result['mapseg_miou'] is None else format(result['mapseg_miou'], '.4f')}  "
+        f"{'n/a' if result['mapseg_miou'] is None else format(result['mapseg_miou'], '.4f')}"
+        f"{f' (single frame {single:.4f})' if fusion_config.enabled and single is not None else ''}  "
         f"({len(tokens)} samples, {eval_set}); report: {out_dir / 'eval.md'}")
     return result
 
@@ -218,6 +244,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--figures", type=int, default=3, help="BEV figures to draw (default 3)")
     parser.add_argument("--score-threshold", type=float, default=None, help="detection score threshold")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--map-fusion", dest="map_fusion", action=argparse.BooleanOptionalAction, default=None,
+                        help="fuse the map output over each scene's keyframes (default: the config's "
+                        "map.temporal_fusion.enabled)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -233,5 +262,5 @@ def run(args: argparse.Namespace) -> int:
     evaluate(args.config, args.checkpoint, args.dataroot, args.out, eval_set=args.eval_set, version=args.version,
              backend=args.backend, modality=args.modality, device=args.device, threads=args.threads,
              figures=max(0, args.figures), score_threshold=args.score_threshold, backend_options=options,
-             quiet=args.quiet)
+             quiet=args.quiet, map_fusion=args.map_fusion)
     return 0

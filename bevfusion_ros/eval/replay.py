@@ -344,7 +344,8 @@ def replay_eval(dataroot: str | Path, version: str, scenes: list[str] | None = N
         log(f"[replay-eval]   {processed}/{len(stamps)} sweeps processed")
     result = evaluate_records(nusc, eval_set, scenes, records, out_dir, backend, "lockstep" if lockstep else rate,
                               extra={"wall_s": round(time.monotonic() - t0, 1),
-                                     "checkpoint": overrides.get("checkpoint", "(config default)")})
+                                     "checkpoint": overrides.get("checkpoint", "(config default)"),
+                                     "map_fusion": bool(overrides.get("map_fusion", True))})
     return result
 
 

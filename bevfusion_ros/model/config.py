@@ -127,6 +127,16 @@ class DetectionHeadConfig:
 
 
 @dataclass
+class MapFusionConfig:
+    """Temporal fusion of the map output over a drive's frames (``model/map_fusion.py``): a decaying average
+    of each cell's logits, carried by the ego pose. Post-processing only: no parameter depends on it."""
+    enabled: bool = False
+    time_constant_s: float = 5.0       # a frame's weight falls by 1/e every time_constant_s
+    max_gap_s: float = 2.0             # frames further apart start a new history
+    max_speed: float = 50.0            # m/s: a faster pose change is a relocalization, not driving
+
+
+@dataclass
 class MapHeadConfig:
     enabled: bool = True
     classes: list[str] = field(default_factory=lambda: list(MAP_CLASSES))
@@ -143,6 +153,7 @@ class MapHeadConfig:
     loss_weight: float = 1.0
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
+    temporal_fusion: MapFusionConfig = field(default_factory=MapFusionConfig)
 
 
 @dataclass
@@ -261,7 +272,7 @@ def architecture_dict(config: ModelConfig | dict) -> dict:
         det.pop(key, None)
     out["detection"] = det
     mp = dict(out.get("map", {}))
-    for key in ("loss_weight", "focal_alpha", "focal_gamma"):
+    for key in ("loss_weight", "focal_alpha", "focal_gamma", "temporal_fusion"):
         mp.pop(key, None)
     out["map"] = mp
     cam = dict(out.get("camera", {}))
@@ -407,6 +418,9 @@ def validate(config: ModelConfig, source: str = "<config>") -> None:
         bad("at least one of detection.enabled / map.enabled must be true")
     if not math.isfinite(config.detection.heading_from_velocity) or config.detection.heading_from_velocity < 0:
         bad("detection.heading_from_velocity must be a speed >= 0 (m/s; 0 = off)")
+    fusion = config.map.temporal_fusion
+    if not all(math.isfinite(v) and v > 0 for v in (fusion.time_constant_s, fusion.max_gap_s, fusion.max_speed)):
+        bad("map.temporal_fusion: time_constant_s, max_gap_s and max_speed must be finite numbers > 0")
     pv = config.detection.point_velocity
     pv_values = dataclasses.asdict(pv)
     if not all(math.isfinite(v) for k, v in pv_values.items() if k != "enabled"):

@@ -30,7 +30,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from rcl_interfaces.msg import ParameterDescriptor
@@ -43,6 +43,8 @@ from std_srvs.srv import SetBool
 
 from bevfusion_ros.classes import CAMERA_NAMES, MAP_CLASSES
 from bevfusion_ros.errors import UserError
+from bevfusion_ros.model.config import load_config
+from bevfusion_ros.model.map_fusion import TemporalMapFusion
 from bevfusion_ros.nodes.run import run_node
 from bevfusion_ros.paths import share_dir
 from bevfusion_ros.perception.assembler import AssemblerConfig, FrameAssembler, InputRejected, Sweep
@@ -101,6 +103,8 @@ PARAMETERS: dict[str, tuple[object, str]] = {
     "calibration_file": ("", "calib/*.yaml overriding /tf_static extrinsics; re-read when it changes"),
     "publish_markers": (True, "publish ~/markers"),
     "publish_map": (True, "publish ~/map/<class> occupancy grids"),
+    "map_fusion": (True, "fuse the map over time as the model YAML's map.temporal_fusion says; false: off "
+                         "(single-frame maps)"),
     "marker_score_threshold": (0.3, "minimum score of a box drawn in ~/markers"),
     "stale_after": (1.0, "s; an input silent this long while the LiDAR runs is reported as WARN"),
     "diagnostics_period": (1.0, "s between /diagnostics messages"),
@@ -198,6 +202,10 @@ class PerceptionNode(Node):
         self.ingest = MessageIngest(self.assembler, self.tf)
         self.diag = Diagnostics(self.camera_names, stale_after_s=p["stale_after"], backend=p["backend"])
         self.diag.set_info("sweeps", sweeps)
+        # Map output fused over time (model YAML map.temporal_fusion), here in the node's process: it needs
+        # the frames in order with their poses, and no torch.
+        fusion = load_config(resolve(p["model_config"])).map.temporal_fusion
+        self.map_fusion = TemporalMapFusion(fusion if p["map_fusion"] else replace(fusion, enabled=False))
         self.diag.set_info("image_decode_reduction", reduction)
         self.log_limiter = LogLimiter(p["log_period"])
         self.active = bool(p["autostart"])
@@ -408,6 +416,9 @@ class PerceptionNode(Node):
         if hasattr(self.pipeline, "restarts"):
             self.diag.set_info("model_process_restarts", self.pipeline.restarts)
         self.diag.set_info("active", self.active)
+        if self.map_fusion.config.enabled:
+            self.diag.set_info("map_fusion_resets", self.map_fusion.resets)
+            self.diag.set_info("map_fusion_last_reset", self.map_fusion.last_reset_reason or "none")
         self.pub_diag.publish(outputs.diagnostic_array_msg(
             self.diag.status(), self.get_clock().now().to_msg(), hardware_id=self.get_name()))
 
@@ -470,6 +481,11 @@ class PerceptionNode(Node):
         sweep, frame = job.sweep, job.frame
         started = time.perf_counter()
         result = self.pipeline.infer(frame)
+        if result.bev_map is not None and self.map_fusion.config.enabled:
+            fusion_start = time.perf_counter()
+            T_global_lidar = None if frame.T_global_ego is None else frame.T_global_ego @ frame.T_ego_lidar
+            result.bev_map = self.map_fusion.update(result.bev_map, T_global_lidar, sweep.stamp_us)
+            result.timings_ms["map_fusion"] = (time.perf_counter() - fusion_start) * 1e3
         inferred = time.perf_counter()
         header = make_header(sweep.stamp_us, sweep.frame_id)
         if self.pub_objects is not None:

@@ -79,6 +79,9 @@ def test_offline_eval_scores_gt_as_perfect(sensor_nusc_db, monkeypatch, tmp_path
     assert iou["drivable_area"] == pytest.approx(1.0) and iou["ped_crossing"] == pytest.approx(1.0)
     assert iou["divider"] == pytest.approx(1.0) and iou["walkway"] == 0.0          # no GT walkway anywhere
     assert data["mapseg_miou"] == pytest.approx(0.5) and data["mapseg_miou_present"] == pytest.approx(1.0)
+    # the tiny config fuses the map over the scene's keyframes: true maps, carried by true poses, stay true
+    assert data["map_temporal_fusion"]["enabled"] and data["mapseg_miou_single_frame"] == pytest.approx(0.5)
+    assert data["mapseg_iou"] == pytest.approx(data["mapseg_iou_single_frame"], abs=1e-6)
     assert set(data["tp_errors_named"]) == {"mATE", "mASE", "mAOE", "mAVE", "mAAE"}
     assert result["map"] == data["map"]
     out = tmp_path / "out"

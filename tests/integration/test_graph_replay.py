@@ -167,7 +167,9 @@ def test_replay_eval_report_is_complete_and_matches_an_offline_eval_of_the_same_
     out = tmp_path / "replay"
     report = replay_eval(truth["dataroot"], truth["version"], [truth["scene"]], out=out, bags=bags,
                          checkpoint=checkpoint(), lockstep=True,
-                         params={"camera_ego_motion": True, "image_decode_reduction": 1})   # same inputs
+                         params={"camera_ego_motion": True, "image_decode_reduction": 1,   # same inputs
+                                 "map_fusion": False})     # the node fuses every sweep, offline keyframes
+
     on_disk = json.loads((out / "report.json").read_text())
     for key in ("map", "nds", "mapseg_miou", "latency_ms", "keyframes_total", "keyframes_evaluated", "dropped",
                 "masked_camera_frames", "backend", "rate"):
@@ -179,7 +181,7 @@ def test_replay_eval_report_is_complete_and_matches_an_offline_eval_of_the_same_
 
     # offline: `bevfusion-ros eval` on the same dataset with the same model (frames from frame_from_sample)
     offline = evaluate(str(MODEL_CONFIG), checkpoint(), truth["dataroot"], tmp_path / "offline",
-                       version=truth["version"], figures=0, quiet=True, log=lambda line: None)
+                       version=truth["version"], figures=0, quiet=True, map_fusion=False, log=lambda line: None)
     assert offline["eval_set"] == report["eval_set"]
     assert abs(report["map"] - offline["map"]) <= 0.01
     assert abs(report["nds"] - offline["nds"]) <= 0.01

@@ -23,12 +23,26 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
+import cv2
 import numpy as np
 
 from bevfusion_ros.frame import BEVMap
 from bevfusion_ros.model.config import MapFusionConfig
 
 _P_MIN = 1e-4   # |logit| <= 9.2: a saturated frame must not outvote every other frame for ever
+
+
+def _logit(probs: np.ndarray) -> np.ndarray:
+    """log(p / (1 - p)) of p clipped to [_P_MIN, 1 - _P_MIN]; NaN counts as 0.5 (no evidence). OpenCV's
+    vectorized log: numpy's took 1 ms of the 4 ms update on 6 x 200 x 200."""
+    if not np.isfinite(probs.sum()):
+        probs = np.nan_to_num(probs, nan=0.5, posinf=1.0, neginf=0.0)
+    clipped = np.clip(probs, _P_MIN, 1 - _P_MIN)
+    return cv2.log(clipped / (1 - clipped)).reshape(probs.shape)
+
+
+def _sigmoid(logits: np.ndarray) -> np.ndarray:
+    return (1.0 / (1.0 + cv2.exp(-logits).reshape(logits.shape))).astype(np.float32, copy=False)
 
 
 @dataclass
@@ -52,7 +66,6 @@ class TemporalMapFusion:
         self.resets = 0
         self.last_reset_reason = ""
         self._state: _State | None = None
-        self._centres: tuple | None = None
 
     def reset(self) -> None:
         self._state = None
@@ -61,16 +74,15 @@ class TemporalMapFusion:
                sequence: object = None) -> BEVMap | None:
         if bev_map is None or not self.config.enabled:
             return bev_map
-        probs = np.clip(np.nan_to_num(np.asarray(bev_map.probs, dtype=np.float32), nan=0.5), _P_MIN, 1 - _P_MIN)
-        logits = np.log(probs) - np.log1p(-probs)
-        grid = (*probs.shape, float(bev_map.resolution), float(bev_map.x_min), float(bev_map.y_min))
+        logits = _logit(np.asarray(bev_map.probs, dtype=np.float32))
+        grid = (*logits.shape, float(bev_map.resolution), float(bev_map.x_min), float(bev_map.y_min))
         pose = None if T_global_lidar is None else np.asarray(T_global_lidar, dtype=np.float64)
         reason = self._reset_reason(pose, int(stamp_us), grid, sequence)
         if reason:
             if self._state is not None:
                 self.resets += 1
                 self.last_reset_reason = reason
-            weight = np.ones(probs.shape[1:], np.float32)
+            weight = np.ones(logits.shape[1:], np.float32)
             logit_sum = logits
         else:
             state = self._state
@@ -82,8 +94,7 @@ class TemporalMapFusion:
             self._state = None
         else:
             self._state = _State(logit_sum, weight, pose, int(stamp_us), grid, sequence)
-        fused = logit_sum / weight[None]
-        return replace(bev_map, probs=(1.0 / (1.0 + np.exp(-fused))).astype(np.float32))
+        return replace(bev_map, probs=_sigmoid(logit_sum / weight[None]))
 
     # ------------------------------------------------------------------ internals
 
@@ -106,33 +117,24 @@ class TemporalMapFusion:
             return "pose_jump"
         return ""
 
-    def _cell_centres(self, grid: tuple) -> tuple[np.ndarray, np.ndarray]:
-        if self._centres is None or self._centres[0] != grid:
-            _, size_x, size_y, res, x_min, y_min = grid
-            xs = x_min + (np.arange(size_x) + 0.5) * res
-            ys = y_min + (np.arange(size_y) + 0.5) * res
-            gx, gy = np.meshgrid(xs, ys, indexing="ij")
-            self._centres = (grid, (gx.ravel(), gy.ravel()))
-        return self._centres[1]
-
-    def _warp(self, state: _State, pose: np.ndarray, grid: tuple) -> tuple[np.ndarray, np.ndarray]:
+    @staticmethod
+    def _warp(state: _State, pose: np.ndarray, grid: tuple) -> tuple[np.ndarray, np.ndarray]:
         """(S, W) of the previous frame sampled at the current cells' centres (ground plane z = 0 of the
-        current LiDAR frame), bilinear, zero outside the previous grid."""
+        current LiDAR frame), bilinear, zero outside the previous grid.
+
+        Current cell (i, j) -> previous frame's fractional cell (fi, fj) is affine, so OpenCV's warpAffine
+        does the sampling (1.3 ms for 7 x 200 x 200, against 17 ms for numpy gathers)."""
         channels, size_x, size_y, res, x_min, y_min = grid
-        x, y = self._cell_centres(grid)
-        T_prev_cur = np.linalg.solve(state.T_global_lidar, pose)
-        px = T_prev_cur[0, 0] * x + T_prev_cur[0, 1] * y + T_prev_cur[0, 3]
-        py = T_prev_cur[1, 0] * x + T_prev_cur[1, 1] * y + T_prev_cur[1, 3]
-        fi = (px - x_min) / res - 0.5                       # fractional cell index in the previous grid
-        fj = (py - y_min) / res - 0.5
-        i0, j0 = np.floor(fi).astype(np.int64), np.floor(fj).astype(np.int64)
-        wi, wj = (fi - i0).astype(np.float32), (fj - j0).astype(np.float32)
-        stacked = np.concatenate([state.logit_sum, state.weight[None]]).reshape(channels + 1, -1)
-        out = np.zeros((channels + 1, size_x * size_y), np.float32)
-        for di, dj, w in ((0, 0, (1 - wi) * (1 - wj)), (0, 1, (1 - wi) * wj), (1, 0, wi * (1 - wj)),
-                          (1, 1, wi * wj)):
-            ii, jj = i0 + di, j0 + dj
-            inside = np.flatnonzero((ii >= 0) & (ii < size_x) & (jj >= 0) & (jj < size_y))
-            out[:, inside] += stacked[:, ii[inside] * size_y + jj[inside]] * w[inside]
-        out = out.reshape(channels + 1, size_x, size_y)
+        T = np.linalg.solve(state.T_global_lidar, pose)      # current LiDAR frame -> previous LiDAR frame
+        a, b, c, d = T[0, 0], T[0, 1], T[1, 0], T[1, 1]
+        # fi = a i + b j + ci, fj = c i + d j + cj  (cell centres x = x_min + (i + 0.5) res, likewise y)
+        ci = 0.5 * (a + b) + (a * x_min + b * y_min + T[0, 3] - x_min) / res - 0.5
+        cj = 0.5 * (c + d) + (c * x_min + d * y_min + T[1, 3] - y_min) / res - 0.5
+        # OpenCV images are (row, column) = (i, j) and its map takes (column, row): column' = fj, row' = fi.
+        inverse = np.array([[d, c, cj], [b, a, ci]], np.float64)
+        out = np.empty((channels + 1, size_x, size_y), np.float32)
+        for k, plane in enumerate((*state.logit_sum, state.weight)):
+            cv2.warpAffine(plane, inverse, (size_y, size_x), dst=out[k],
+                           flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT,
+                           borderValue=0.0)
         return out[:-1], out[-1]

@@ -8,8 +8,9 @@ that saw a cell, with older frames weighted down by ``exp(-age / time_constant_s
 frames saw (behind and beside the car) and evens out frame-to-frame noise; on validation scenes it raised map
 mIoU 0.416 -> 0.476 with no retraining (models/README.md, "Map segmentation").
 
-It is causal (only past and present frames), runs after the network on plain numpy (the node's main
-process, which never imports torch, runs it), and needs only each frame's LiDAR-to-global pose and stamp.
+It is causal (only past and present frames), runs after the network on numpy and OpenCV (no torch: the
+node's main process, which never imports torch, runs it; ~3 ms per 6 x 200 x 200 map), and needs only each
+frame's LiDAR-to-global pose and stamp.
 
 State per cell: the weighted logit sum ``S`` and weight sum ``W`` (fused logit = S / W). Each update warps
 the previous (S, W) into the current grid (bilinear; cells the previous grid did not cover get W = 0),

@@ -53,7 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=HELD_OUT_SEED, help="held-out generator seed")
     parser.add_argument("--split", default="val", help="devkit split the scenes are named after (default val)")
     parser.add_argument("--rate", type=float, default=1.0, help="playback rate (1.0 = real time)")
-    parser.add_argument("--backend", default="torch", choices=("torch", "onnxruntime", "tensorrt"))
+    parser.add_argument("--backend", default=None, choices=("torch", "onnxruntime", "tensorrt"),
+                        help="inference back-end (default: config/perception.yaml's)")
     parser.add_argument("--checkpoint", default=None,
                         help=f"checkpoint (default {DEFAULT_CHECKPOINT}; '' = untrained weights)")
     parser.add_argument("--keep-data", action="store_true", help="reuse OUT/data if it exists")

@@ -299,7 +299,7 @@ def accounting_markdown(result: dict) -> str:
 
 
 def replay_eval(dataroot: str | Path, version: str, scenes: list[str] | None = None, rate: float = 1.0,
-                out: str | Path = "out/replay", bags: str | Path | None = None, backend: str = "torch",
+                out: str | Path = "out/replay", bags: str | Path | None = None, backend: str | None = None,
                 checkpoint: str | None = None, model_config: str | None = None, eval_set: str | None = None,
                 params: dict | None = None, calibration: bool = False, lockstep: bool = False, log=print) -> dict:
     from bevfusion_ros.data.bag_convert import convert_scene
@@ -327,6 +327,7 @@ def replay_eval(dataroot: str | Path, version: str, scenes: list[str] | None = N
     if model_config is not None:
         overrides["model_config"] = str(Path(model_config).resolve())
     params_file = write_params(out_dir, overrides)
+    backend = params_backend(params_file)          # None above: config/perception.yaml's
     records: dict[str, SceneRecord] = {}
     t0 = time.monotonic()
     for scene in scenes:
@@ -347,6 +348,12 @@ def replay_eval(dataroot: str | Path, version: str, scenes: list[str] | None = N
                                      "checkpoint": overrides.get("checkpoint", "(config default)"),
                                      "map_fusion": bool(overrides.get("map_fusion", True))})
     return result
+
+
+def params_backend(params_file: Path) -> str:
+    """The back-end a node started with ``params_file`` runs."""
+    data = yaml.safe_load(Path(params_file).read_text()) or {}
+    return str(data.get("/**", {}).get("ros__parameters", {}).get("backend", "torch"))
 
 
 def summary_lines(result: dict) -> list[str]:
@@ -370,7 +377,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="out/replay", help="report folder")
     parser.add_argument("--bags", default=None, help="folder of existing bags named after the scenes "
                                                      "(converted there when missing; default OUT/bags)")
-    parser.add_argument("--backend", default="torch", choices=("torch", "onnxruntime", "tensorrt"))
+    parser.add_argument("--backend", default=None, choices=("torch", "onnxruntime", "tensorrt"),
+                        help="inference back-end (default: config/perception.yaml's)")
     parser.add_argument("--checkpoint", default=None, help="override the checkpoint ('' = untrained weights)")
     parser.add_argument("--model-config", default=None, help="override the model config")
     parser.add_argument("--set", action="append", default=[], metavar="PARAM=VALUE",

@@ -166,7 +166,7 @@ def test_replay_eval_report_is_complete_and_matches_an_offline_eval_of_the_same_
     truth, bags = scene
     out = tmp_path / "replay"
     report = replay_eval(truth["dataroot"], truth["version"], [truth["scene"]], out=out, bags=bags,
-                         checkpoint=checkpoint(), lockstep=True,
+                         checkpoint=checkpoint(), lockstep=True, backend="torch",     # as offline below
                          params={"camera_ego_motion": True, "image_decode_reduction": 1,   # same inputs
                                  "map_fusion": False})     # the node fuses every sweep, offline keyframes
 

@@ -162,11 +162,19 @@ class Preprocessor:
         return images, Ks, Ts, augs, mask
 
     def __call__(self, frame: Frame, device: str | torch.device = "cpu") -> dict:
-        points = self.check_frame(frame)
+        inputs = self.lidar_inputs(frame, device)
+        inputs.update(self.camera_inputs(frame, inputs["points"][0], device))
+        return inputs
+
+    def lidar_inputs(self, frame: Frame, device: str | torch.device = "cpu") -> dict:
+        """``{"points": [points [N, 5]]}``, checked (``ValueError`` on a bad frame)."""
+        return {"points": [torch.from_numpy(self.check_frame(frame)).to(device)]}
+
+    def camera_inputs(self, frame: Frame, points: torch.Tensor, device: str | torch.device = "cpu") -> dict:
+        """Images, camera geometry and mask, and the LiDAR depth maps (which need ``points``): everything
+        the camera branch reads, so that it can be prepared on a thread of its own."""
         images, Ks, Ts, augs, mask = self.camera_geometry(frame)
-        pts = torch.from_numpy(points)
         inputs = {
-            "points": [pts.to(device)],
             "images": normalize_images(images, self.config)[None].to(device),
             "intrinsics": torch.from_numpy(Ks).float()[None].to(device),
             "T_lidar_cam": torch.from_numpy(Ts).float()[None].to(device),
@@ -174,7 +182,7 @@ class Preprocessor:
             "camera_mask": torch.from_numpy(mask)[None].to(device),
         }
         if self.config.use_camera and self.config.vtransform.lidar_depth:
-            depth = lidar_depth_maps(pts, torch.from_numpy(Ks), torch.from_numpy(Ts), torch.from_numpy(augs),
-                                     tuple(self.config.camera.image_size))
+            depth = lidar_depth_maps(points.cpu(), torch.from_numpy(Ks), torch.from_numpy(Ts),
+                                     torch.from_numpy(augs), tuple(self.config.camera.image_size))
             inputs["lidar_depth"] = depth[None].to(device)
         return inputs

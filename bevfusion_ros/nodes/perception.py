@@ -74,6 +74,8 @@ PARAMETERS: dict[str, tuple[object, str]] = {
                        "model keeps one core, ingestion the other; with 2 the model's threads wait for each "
                        "other whenever ingestion takes a core (replay under load: e2e p50 2.2-2.5 s vs 0.28 s). "
                        "Raise it on machines with cores to spare (Orin: 4-6)"),
+    "parallel_branches": (False, "run the camera branch on a second thread beside the LiDAR branch (for "
+                                 "num_threads 1 with a core to spare)"),
     "model_process": (True, "run the model in a child process (runtime/model_process.py): it then never waits "
                             "for the GIL behind the executor threads; a crashed child is restarted on the next "
                             "frame. false: a thread of this process"),
@@ -140,9 +142,11 @@ def load_pipeline(params: dict):
     if params["model_process"]:
         from bevfusion_ros.runtime.model_process import ModelProcess, ModelProcessConfig
         return ModelProcess(ModelProcessConfig(config, checkpoint, backend=params["backend"],
-                                               device=params["device"], num_threads=int(params["num_threads"])))
+                                               device=params["device"], num_threads=int(params["num_threads"]),
+                                               parallel_branches=bool(params["parallel_branches"])))
     from bevfusion_ros.runtime.pipeline import PerceptionPipeline
-    return PerceptionPipeline(config, checkpoint, backend=params["backend"], device=params["device"])
+    return PerceptionPipeline(config, checkpoint, backend=params["backend"], device=params["device"],
+                              parallel_branches=bool(params["parallel_branches"]))
 
 
 def _model_config(config_path: Path) -> dict:

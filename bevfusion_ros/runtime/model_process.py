@@ -43,6 +43,7 @@ class ModelProcessConfig:
     backend: str = "torch"
     device: str = "cpu"
     num_threads: int = 2
+    parallel_branches: bool = False   # camera branch on a second thread (PerceptionPipeline)
     backend_options: dict = field(default_factory=dict)
     start_timeout_s: float = 300.0    # importing torch and loading the model on a cold, loaded machine
     reply_timeout_s: float = 30.0     # one frame takes ~0.1 s: a child silent this long is hung, and replaced
@@ -202,7 +203,8 @@ def _serve() -> int:
                 from bevfusion_ros.runtime.pipeline import PerceptionPipeline
                 torch.set_num_threads(int(config.num_threads))
                 pipeline = PerceptionPipeline(config.model_config, config.checkpoint, backend=config.backend,
-                                              device=config.device, **config.backend_options)
+                                              device=config.device, parallel_branches=config.parallel_branches,
+                                              **config.backend_options)
                 reply(("ready",))
             elif kind == "infer":
                 if pipeline is None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -61,7 +62,11 @@ def load_model(config: ModelConfig | str | Path, checkpoint_path: str | Path | N
 class PerceptionPipeline:
     def __init__(self, config_path: str | Path | ModelConfig, checkpoint_path: str | Path | None,
                  backend: str | Backend = "torch", device: str = "cpu", score_threshold: float | None = None,
-                 modality: str | None = None, **backend_options):
+                 modality: str | None = None, parallel_branches: bool = False, **backend_options):
+        """``parallel_branches``: run the camera branch (encoder, bev_pool) on a second thread while this
+        one runs the LiDAR branch (voxelize, sparse encoder, map raster). For a process whose torch runs
+        one intra-op thread (the node's model process) on a machine with a core to spare; with several
+        intra-op threads the two branches would only compete for the same cores."""
         config = config_path if isinstance(config_path, ModelConfig) else load_config(config_path)
         if modality is not None and modality != config.modality:
             raise UserError(f"modality {modality!r} requested but the config is {config.modality!r}; mask "
@@ -84,6 +89,8 @@ class PerceptionPipeline:
         self.plan_rebuilds = 0
         self._plan = None
         self._plan_key: str | None = None
+        self._branch_pool = ThreadPoolExecutor(1, thread_name_prefix="camera-branch") \
+            if parallel_branches and self.config.use_camera and self.config.use_lidar else None
 
     def _fuse_sparse(self) -> None:
         if not self.config.use_lidar:
@@ -110,8 +117,51 @@ class PerceptionPipeline:
         return self._plan
 
     # ------------------------------------------------------------------ inference
+    def _camera_inputs(self, frame: Frame, points: torch.Tensor) -> dict:
+        try:
+            return self.preprocess.camera_inputs(frame, points, self.device)
+        except ValueError as err:
+            raise UserError(f"bad frame: {err}") from None
+
+    @torch.inference_mode()
+    def _camera_branch(self, inputs: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        """Camera encoder + bev_pool -> (camera BEV, their timings in ms)."""
+        timings = {}
+        start = time.perf_counter()
+        depth, context = self.backend.run_camera_encoder(inputs["images"], inputs.get("lidar_depth"))
+        context = context * inputs["camera_mask"].to(context.dtype)[:, :, None, None, None]
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        encoded = time.perf_counter()
+        timings["camera_encoder"] = (encoded - start) * 1e3
+        camera_bev = self.model.vtransform.pool(self._camera_plan(inputs), depth, context)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        timings["bev_pool"] = (time.perf_counter() - encoded) * 1e3
+        return camera_bev, timings
+
+    @torch.inference_mode()          # per thread: this runs on the branch thread
+    def _side_branch(self, frame: Frame, points: list[torch.Tensor]) -> tuple:
+        """Everything that does not wait for the sparse encoder, for the second thread: camera inputs,
+        camera branch, map raster -> (camera inputs, camera BEV, map raster, timings)."""
+        start = time.perf_counter()
+        camera_inputs = self._camera_inputs(frame, points[0])
+        timings = {"preprocess_camera": (time.perf_counter() - start) * 1e3}
+        camera_bev, camera_timings = self._camera_branch(camera_inputs)
+        timings.update(camera_timings)
+        map_raster = None
+        if self.model.uses_map_raster:
+            start = time.perf_counter()
+            map_raster = self.model.map_raster(points)
+            timings["map_raster"] = (time.perf_counter() - start) * 1e3
+        return camera_inputs, camera_bev, map_raster, timings
+
     @torch.inference_mode()
     def infer(self, frame: Frame) -> PerceptionResult:
+        """One frame -> detections and map. Stage timings (ms) in ``timings_ms``; with
+        ``parallel_branches`` the second thread's stages (``preprocess_camera``, ``camera_encoder``,
+        ``bev_pool``, ``map_raster``) overlap the LiDAR ones, and ``branch_wait`` is how long the LiDAR
+        thread then waited for them."""
         timings: dict[str, float] = {}
         start = t = time.perf_counter()
 
@@ -124,32 +174,38 @@ class PerceptionPipeline:
             t = now
 
         try:
-            inputs = self.preprocess(frame, self.device)
+            inputs = self.preprocess.lidar_inputs(frame, self.device)
         except ValueError as err:
             raise UserError(f"bad frame: {err}") from None
-        lap("preprocess")
         config = self.config
-        lidar_bev = camera_bev = None
+        side = None
+        if self._branch_pool is not None:
+            side = self._branch_pool.submit(self._side_branch, frame, inputs["points"])
+        else:
+            inputs.update(self._camera_inputs(frame, inputs["points"][0]))
+        lap("preprocess")
+        if side is None and config.use_camera and not bool(inputs["camera_mask"].any()) and not config.use_lidar:
+            timings["total"] = (time.perf_counter() - start) * 1e3
+            return PerceptionResult(Detections.empty(), None, timings)
+        lidar_bev = camera_bev = map_raster = None
         if config.use_lidar:
             feats, coords = self.model.lidar.voxelize(inputs["points"])
             lap("voxelize")
             lidar_bev = self.model.lidar.encode(feats, coords, 1)
             lap("lidar_encoder")
-        map_raster = None
-        if self.model.uses_map_raster:
-            map_raster = self.model.map_raster(inputs["points"])
-            lap("map_raster")
-        mask = inputs["camera_mask"]
-        if config.use_camera:
-            if not bool(mask.any()) and not config.use_lidar:
-                timings["total"] = (time.perf_counter() - start) * 1e3
-                return PerceptionResult(Detections.empty(), None, timings)
-            depth, context = self.backend.run_camera_encoder(inputs["images"], inputs.get("lidar_depth"))
-            context = context * mask.to(context.dtype)[:, :, None, None, None]
-            lap("camera_encoder")
-            plan = self._camera_plan(inputs)
-            camera_bev = self.model.vtransform.pool(plan, depth, context)
-            lap("bev_pool")
+        if side is not None:
+            camera_inputs, camera_bev, map_raster, side_timings = side.result()
+            inputs.update(camera_inputs)
+            lap("branch_wait")
+            timings.update(side_timings)
+        else:
+            if self.model.uses_map_raster:
+                map_raster = self.model.map_raster(inputs["points"])
+                lap("map_raster")
+            if config.use_camera:
+                camera_bev, camera_timings = self._camera_branch(inputs)
+                timings.update(camera_timings)
+                t = time.perf_counter()
         outputs = self.backend.run_bev_head(lidar_bev, camera_bev, map_raster)
         lap("bev_head")
         detections = self.postprocess.detections(outputs, points=inputs["points"][0]) \

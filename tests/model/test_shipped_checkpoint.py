@@ -104,3 +104,28 @@ def test_moving_objects_get_their_velocity_from_the_sweeps_and_heading_from_thei
     moving = det.boxes[speed >= 1.0]
     assert len(moving) >= 2
     np.testing.assert_allclose(np.cos(moving[:, 6] - np.arctan2(moving[:, 8], moving[:, 7])), 1.0, atol=1e-5)
+
+
+def test_parallel_branches_give_the_sequential_answer_and_the_same_errors(fresh_sample):
+    """parallel_branches moves camera preprocessing, the camera branch and the map raster to a second
+    thread: the same detections and map, masked cameras and an empty cloud included, and a bad image is
+    still the caller's UserError."""
+    from bevfusion_ros.errors import UserError
+
+    frame, _ = fresh_sample
+    sequential = PerceptionPipeline(TINY, CHECKPOINT, score_threshold=0.3)
+    parallel = PerceptionPipeline(TINY, CHECKPOINT, score_threshold=0.3, parallel_branches=True)
+    masked = type(frame)(stamp_us=frame.stamp_us, points=frame.points, cameras=[
+        type(c)(c.name, None, c.intrinsic, c.T_lidar_cam) if i % 2 else c for i, c in enumerate(frame.cameras)])
+    empty = type(frame)(stamp_us=frame.stamp_us, points=frame.points[:0], cameras=frame.cameras)
+    for case in (frame, masked, empty, frame):
+        want, got = sequential.infer(case), parallel.infer(case)
+        np.testing.assert_array_equal(got.detections.boxes, want.detections.boxes)
+        np.testing.assert_array_equal(got.detections.labels, want.detections.labels)
+        np.testing.assert_array_equal(got.bev_map.probs, want.bev_map.probs)
+    assert {"preprocess_camera", "camera_encoder", "bev_pool", "map_raster", "branch_wait"} <= set(got.timings_ms)
+    broken = type(frame)(stamp_us=frame.stamp_us, points=frame.points, cameras=[
+        type(c)(c.name, np.zeros((10, 10), np.uint8), c.intrinsic, c.T_lidar_cam) for c in frame.cameras])
+    with pytest.raises(UserError, match="bad frame"):
+        parallel.infer(broken)
+    np.testing.assert_array_equal(parallel.infer(frame).detections.boxes, want.detections.boxes)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 import torch
 
 from .kmap.keys import MAX_KEY_SPACE
@@ -56,6 +57,13 @@ def _assign(points: torch.Tensor, voxel_size, point_range):
     """Kept point indices, their linear voxel keys, the grid and drop counts."""
     vs, lo, hi = _check_geometry(voxel_size, point_range)
     grid = grid_shape(vs, lo + hi)
+    if points.device.type == "cpu":
+        return _assign_cpu(points, vs, lo, hi, grid)
+    return _assign_torch(points, vs, lo, hi, grid)
+
+
+def _assign_torch(points: torch.Tensor, vs, lo, hi, grid):
+    """``_assign`` in torch ops (any device)."""
     # a row sum is non-finite iff an element is (or the row overflows float range: nonsense either way);
     # one reduction + one 1-D test instead of a test of every element and a boolean row reduction
     finite = torch.isfinite(points.sum(dim=1))
@@ -76,6 +84,37 @@ def _assign(points: torch.Tensor, voxel_size, point_range):
     return index, keys, grid, stats
 
 
+def _assign_cpu(points: torch.Tensor, vs, lo, hi, grid):
+    """``_assign`` in numpy for CPU tensors, with the same float arithmetic (the points' dtype; subtract,
+    divide, floor), so the same cells. Why: on ~100k points torch's CPU kernels for comparisons, strided
+    column arithmetic and nonzero cost 7 ms per frame at one thread; numpy's 2 ms."""
+    p = points.detach().numpy()
+    dtype = p.dtype
+    # column by column: numpy's reductions over a short row and its strided [K, 3] arithmetic are slow
+    total = p[:, 0].copy()
+    with np.errstate(over="ignore", invalid="ignore"):   # an overflowing or inf - inf row is non-finite
+        for column in range(1, p.shape[1]):
+            total += p[:, column]
+    finite = np.isfinite(total)
+    inside = finite.copy()
+    for axis in range(3):
+        column = p[:, axis]
+        inside &= (column >= dtype.type(lo[axis])) & (column < dtype.type(hi[axis]))
+    index = np.flatnonzero(inside)
+    keys = on_grid = None
+    for axis in range(3):
+        cell = np.floor((p[index, axis] - dtype.type(lo[axis])) / dtype.type(vs[axis])).astype(np.int64)
+        ok = (cell >= 0) & (cell < grid[axis])          # float rounding right at the upper edge
+        on_grid = ok if on_grid is None else on_grid & ok
+        keys = cell if keys is None else keys * grid[axis] + cell
+    if not on_grid.all():
+        index, keys = index[on_grid], keys[on_grid]
+    n_finite = int(np.count_nonzero(finite))
+    stats = {"points_in": int(p.shape[0]), "dropped_nonfinite": int(p.shape[0]) - n_finite,
+             "dropped_out_of_range": n_finite - int(index.size)}
+    return torch.from_numpy(index), torch.from_numpy(keys), grid, stats
+
+
 def _unpack(keys: torch.Tensor, grid) -> torch.Tensor:
     z = keys % grid[2]
     y = (keys // grid[2]) % grid[1]
@@ -86,7 +125,11 @@ def _unpack(keys: torch.Tensor, grid) -> torch.Tensor:
 def _group_by_voxel(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(order, voxel keys, points per voxel): ``keys[order]`` lists each voxel's points together, voxels by
     key, and within a voxel in input order (one stable sort)."""
-    sorted_keys, order = torch.sort(keys, stable=True)
+    # int32 keys sort twice as fast on CPU (2.9 -> 1.4 ms for 84k points); same values, same stable order
+    narrow = keys.numel() > 0 and keys.device.type == "cpu" and int(keys.max()) < 2**31
+    sorted_keys, order = torch.sort(keys.to(torch.int32) if narrow else keys, stable=True)
+    if narrow:
+        sorted_keys = sorted_keys.to(torch.int64)
     unique_keys, counts = torch.unique_consecutive(sorted_keys, return_counts=True)
     return order, unique_keys, counts
 

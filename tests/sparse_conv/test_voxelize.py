@@ -57,3 +57,28 @@ def test_dynamic_voxelization_keeps_every_point_and_batches_carry_the_batch_colu
 
 def test_bevfusion_grid_shape():
     assert sc.grid_shape((0.075, 0.075, 0.2), (-54, -54, -5, 54, 54, 3)) == (1440, 1440, 40)
+
+
+def test_cpu_assignment_equals_the_torch_ops_path_on_edges_nan_inf_and_both_dtypes():
+    """CPU tensors are binned with numpy (faster on ~100k points), other devices with torch ops: the same
+    points must land in the same voxels, with the same drop counts, including points exactly on the range
+    bounds, on voxel borders, NaN / inf in any column and a sum that overflows."""
+    from sparse_conv.voxelize import _assign_cpu, _assign_torch, _check_geometry, grid_shape
+
+    vs, lo, hi = _check_geometry((0.3, 0.3, 0.2), (-54.0, -54.0, -5.0, 54.0, 54.0, 3.0))
+    grid = grid_shape(vs, lo + hi)
+    gen = torch.Generator().manual_seed(3)
+    for dtype in (torch.float32, torch.float64):
+        points = (torch.rand(20000, 5, generator=gen, dtype=dtype) - 0.5) * torch.tensor(
+            [120.0, 120.0, 10.0, 2.0, 1.0], dtype=dtype)
+        points[:300, 0] = torch.tensor(lo[0], dtype=dtype)                 # on the lower bound: kept
+        points[300:600, 1] = torch.tensor(hi[1], dtype=dtype)              # on the upper bound: dropped
+        points[600:900, 0] = torch.arange(300, dtype=dtype) * 0.3 - 45.0   # on voxel borders
+        points[900:950, 2] = float("nan")
+        points[950:1000, 3] = float("inf")
+        points[1000:1050, 4] = -float("inf")
+        points[1050:1060, 3] = torch.finfo(dtype).max                      # finite, but the row sum overflows
+        points[1050:1060, 4] = torch.finfo(dtype).max
+        cpu, ops = _assign_cpu(points, vs, lo, hi, grid), _assign_torch(points, vs, lo, hi, grid)
+        assert torch.equal(cpu[0], ops[0]) and torch.equal(cpu[1], ops[1])
+        assert cpu[3] == ops[3] and cpu[3]["dropped_nonfinite"] >= 150

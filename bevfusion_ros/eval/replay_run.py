@@ -30,6 +30,7 @@ from bevfusion_ros.paths import share_dir
 NODE = "perception"
 # The player starts once the node subscribes to all of these: a sweep whose /tf_static (or camera) has not
 # reached the node yet would otherwise be dropped as unknown_frame (measured: 47 of 302 sweeps in the demo).
+OUTPUT_MATCH_SETTLE_S = 1.0     # after the recorder matched the node's outputs, before the first sweep
 WAIT_FOR_TOPICS = ("/LIDAR_TOP", "/tf_static", "/tf",
                    *(f"/{camera}/{suffix}" for camera in CAMERA_NAMES
                      for suffix in ("image_rect_compressed", "camera_info")))
@@ -72,11 +73,13 @@ class Recorder:
             from bevfusion_msgs.msg import DetectedObjects3D
         except ImportError as err:
             raise UserError(f"bevfusion_msgs is not built ({err}); run make setup") from None
-        self.node.create_subscription(DetectedObjects3D, f"{prefix}/detections", self._on_detections, OUTPUT_QOS)
-        self.node.create_subscription(String, f"{prefix}/frame_status", self._on_status, STATUS_QOS)
+        self.subscriptions = [
+            self.node.create_subscription(DetectedObjects3D, f"{prefix}/detections", self._on_detections,
+                                          OUTPUT_QOS),
+            self.node.create_subscription(String, f"{prefix}/frame_status", self._on_status, STATUS_QOS)]
         for name in MAP_CLASSES:
-            self.node.create_subscription(OccupancyGrid, f"{prefix}/map/{name}",
-                                          lambda m, n=name: self._on_map(n, m), OUTPUT_QOS)
+            self.subscriptions.append(self.node.create_subscription(
+                OccupancyGrid, f"{prefix}/map/{name}", lambda m, n=name: self._on_map(n, m), OUTPUT_QOS))
         self.executor = MultiThreadedExecutor(num_threads=2, context=self.context)
         self.executor.add_node(self.node)
         self.thread = threading.Thread(target=self.executor.spin, daemon=True)
@@ -111,7 +114,12 @@ class Recorder:
                                                  float(info.origin.position.x), float(info.origin.position.y))
 
     def has_perception_node(self) -> bool:
-        return self.node.count_publishers(f"/{NODE}/frame_status") > 0
+        """Every recorded output of the node is matched to this recorder's subscription. (Matched on the
+        reader's side; the node's writers match the readers on their own schedule, hence the settle time
+        before playing, ``OUTPUT_MATCH_SETTLE_S``.) Graph discovery alone was not enough: in 2 of ~17 demo
+        replays the first sweep got no status (its keyframe reported as "no frame_status received"), most
+        likely published before the node's writers knew the recorder; the node logged nothing for it."""
+        return all(sub.get_publisher_count() > 0 for sub in self.subscriptions)
 
     def close(self) -> None:
         import rclpy
@@ -274,6 +282,7 @@ def replay_scene(bag: Path, params_file: Path, keyframe_stamps: set[int], all_li
             if time.monotonic() > deadline:
                 raise UserError(f"the perception node did not come up in {ready_timeout_s:.0f} s:\n{graph.tail(NODE)}")
             time.sleep(0.1)
+        time.sleep(OUTPUT_MATCH_SETTLE_S)
         static_publisher = None if lockstep else deliver_tf_static(bag, recorder)
         start = time.monotonic()
         stop_sampling = threading.Event()

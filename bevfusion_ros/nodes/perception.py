@@ -485,7 +485,7 @@ class PerceptionNode(Node):
         sweep, frame = job.sweep, job.frame
         started = time.perf_counter()
         result = self.pipeline.infer(frame)
-        if result.bev_map is not None and self.map_fusion.config.enabled:
+        if result.bev_map is not None and self.map_fusion.config.enabled and self.params["publish_map"]:
             fusion_start = time.perf_counter()
             T_global_lidar = None if frame.T_global_ego is None else frame.T_global_ego @ frame.T_ego_lidar
             result.bev_map = self.map_fusion.update(result.bev_map, T_global_lidar, sweep.stamp_us)

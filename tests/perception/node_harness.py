@@ -37,6 +37,7 @@ class StubPipeline:
         self.fail_stamps: set[int] = set()
         self.delay_s = 0.0
         self.plan_rebuilds = 0
+        self.map_value: dict[int, float] = {}     # stamp -> drivable_area probability (default 0.5)
 
     def infer(self, frame):
         key = tuple(np.round(np.concatenate([c.T_lidar_cam.ravel(), c.intrinsic.ravel()]), 9).tobytes()
@@ -52,7 +53,7 @@ class StubPipeline:
         det = Detections(boxes=np.array([[10.0, 1.0, 0.0, 4.0, 2.0, 1.5, 0.3, 2.0, 0.0]]),
                          scores=np.array([0.8], np.float32), labels=np.array([0]), attributes=np.array([-1]))
         probs = np.zeros((len(MAP_CLASSES), 8, 8), np.float32)
-        probs[0] = 0.5
+        probs[0] = self.map_value.get(frame.stamp_us, 0.5)
         return PerceptionResult(det, BEVMap(probs, 1.0, -4.0, -4.0), {"total": 1.0})
 
 

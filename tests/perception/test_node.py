@@ -361,3 +361,38 @@ def test_ego_poses_are_heard_best_effort_on_a_listener_node_of_their_own(graph):
     static = [i for i in listener.get_subscriptions_info_by_topic(f"{graph.prefix}/tf_static")
               if i.node_name == listener.get_name()]
     assert [i.qos_profile.reliability for i in static] == [ReliabilityPolicy.RELIABLE]
+
+
+def _published_drivable_area(graph, stamp):
+    topic = "/perception/map/drivable_area"
+    graph.wait_for(lambda: any(header_to_us(m.header) == stamp for m in graph.received[topic]), topic)
+    grid = next(m for m in graph.received[topic] if header_to_us(m.header) == stamp)
+    return np.asarray(grid.data, np.int8).reshape(grid.info.height, grid.info.width)
+
+
+def test_the_published_map_is_fused_over_frames_along_the_ego_pose(graph):
+    """The map head says 0.9 for a cell, then 0.1 one sweep later: the node publishes the decaying average
+    of the two (model YAML map.temporal_fusion), not the last frame alone; with map_fusion false it would
+    publish 10."""
+    first, second = Clock.next(), Clock.next()
+    graph.pipeline.map_value.update({first: 0.9, second: 0.1})
+    assert graph.send_frame(first)["status"] == "processed"
+    assert graph.send_frame(second)["status"] == "processed"
+    interior = _published_drivable_area(graph, second)[2:6, 2:6]       # cells both frames covered
+    assert 30 <= interior.min() and interior.max() <= 70, interior
+    assert "map_fusion_resets" in graph.node.diag.snapshot()["info"]
+
+
+def test_map_fusion_off_publishes_each_frame_as_it_is():
+    from tests.perception.node_harness import NodeGraph as Graph
+
+    g = Graph(map_fusion=False)
+    try:
+        g.publish_camera_info(CAMERA_NAMES)
+        first, second = Clock.next(), Clock.next()
+        g.pipeline.map_value.update({first: 0.9, second: 0.1})
+        assert g.send_frame(first)["status"] == "processed"
+        assert g.send_frame(second)["status"] == "processed"
+        assert (_published_drivable_area(g, second) == 10).all()
+    finally:
+        g.close()

@@ -80,20 +80,28 @@ class BEVFusion(nn.Module):
 
     def bev_head(self, lidar_bev: torch.Tensor | None, camera_bev: torch.Tensor | None,
                  map_raster: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        x = self.shared_bev(lidar_bev, camera_bev)
+        outputs = self.detection_outputs(x)
+        if self.map_head is not None:
+            outputs.append(self.map_head(x, map_raster))
+        return tuple(outputs)
+
+    def shared_bev(self, lidar_bev: torch.Tensor | None, camera_bev: torch.Tensor | None) -> torch.Tensor:
+        """Fuser + decoder: the BEV both heads read (``bev_head`` in parts, for running the heads apart)."""
         features = []
         if self.config.use_camera:
             features.append(camera_bev)
         if self.config.use_lidar:
             features.append(lidar_bev)
         x = self.fuser(features) if self.fuser is not None else features[0]
-        x = self.decoder(x)
-        outputs: list[torch.Tensor] = []
-        if self.det_head is not None:
-            det = self.det_head(x)
-            outputs += [det[name] for name, _ in DETECTION_OUTPUTS]
-        if self.map_head is not None:
-            outputs.append(self.map_head(x, map_raster))
-        return tuple(outputs)
+        return self.decoder(x)
+
+    def detection_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The detection head's tensors, in ``output_names`` order (empty without a detection head)."""
+        if self.det_head is None:
+            return []
+        det = self.det_head(x)
+        return [det[name] for name, _ in DETECTION_OUTPUTS]
 
     # ------------------------------------------------------------------ full forward (training / reference)
     def forward(self, inputs: dict) -> dict[str, torch.Tensor]:

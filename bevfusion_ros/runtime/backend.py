@@ -42,6 +42,13 @@ class Backend(ABC):
                      map_raster: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Fuser + decoder + heads -> raw outputs by name."""
 
+    def run_bev_head_split(self, lidar_bev: torch.Tensor | None, camera_bev: torch.Tensor | None,
+                           map_raster: torch.Tensor | None = None):
+        """``(outputs, map_part)``: the outputs available now, and a callable computing the rest (``{"map":
+        ...}``) that may run on another thread while the caller post-processes detections; ``None`` when
+        everything is in ``outputs``. Engines that run the heads as one graph use this default."""
+        return self.run_bev_head(lidar_bev, camera_bev, map_raster), None
+
 
 class TorchBackend(Backend):
     """The reference: calls the model's modules directly (CPU or GPU, fp32; fp16 autocast on CUDA when
@@ -70,6 +77,24 @@ class TorchBackend(Backend):
         with self._autocast(ref):
             outputs = self.model.bev_head(lidar_bev, camera_bev, map_raster)
         return {name: out.float() for name, out in zip(self.output_names, outputs)}
+
+    @torch.inference_mode()
+    def run_bev_head_split(self, lidar_bev, camera_bev, map_raster=None):
+        """Fuser, decoder and detection head now; the map head (a third of the heads' time on CPU) as a
+        callable, for the pipeline's second thread."""
+        if self.model.map_head is None:
+            return self.run_bev_head(lidar_bev, camera_bev, map_raster), None
+        ref = lidar_bev if lidar_bev is not None else camera_bev
+        with self._autocast(ref):
+            x = self.model.shared_bev(lidar_bev, camera_bev)
+            detection = self.model.detection_outputs(x)
+        outputs = {name: out.float() for name, out in zip(self.output_names, detection)}
+
+        @torch.inference_mode()            # autocast and inference mode are per thread
+        def map_part() -> dict[str, torch.Tensor]:
+            with self._autocast(ref):
+                return {"map": self.model.map_head(x, map_raster).float()}
+        return outputs, map_part
 
 
 def available_backends() -> tuple[str, ...]:

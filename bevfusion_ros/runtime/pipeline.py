@@ -140,6 +140,11 @@ class PerceptionPipeline:
         timings["bev_pool"] = (time.perf_counter() - encoded) * 1e3
         return camera_bev, timings
 
+    @staticmethod
+    def _timed(fn):
+        start = time.perf_counter()
+        return fn(), (time.perf_counter() - start) * 1e3
+
     @torch.inference_mode()          # per thread: this runs on the branch thread
     def _side_branch(self, frame: Frame, points: list[torch.Tensor]) -> tuple:
         """Everything that does not wait for the sparse encoder, for the second thread: camera inputs,
@@ -160,8 +165,9 @@ class PerceptionPipeline:
     def infer(self, frame: Frame) -> PerceptionResult:
         """One frame -> detections and map. Stage timings (ms) in ``timings_ms``; with
         ``parallel_branches`` the second thread's stages (``preprocess_camera``, ``camera_encoder``,
-        ``bev_pool``, ``map_raster``) overlap the LiDAR ones, and ``branch_wait`` is how long the LiDAR
-        thread then waited for them."""
+        ``bev_pool``, ``map_raster``) overlap the LiDAR ones, ``branch_wait`` is how long the LiDAR
+        thread then waited for them, and ``map_head`` (torch back-end) ran beside the detections'
+        post-processing."""
         timings: dict[str, float] = {}
         start = t = time.perf_counter()
 
@@ -206,10 +212,20 @@ class PerceptionPipeline:
                 camera_bev, camera_timings = self._camera_branch(inputs)
                 timings.update(camera_timings)
                 t = time.perf_counter()
-        outputs = self.backend.run_bev_head(lidar_bev, camera_bev, map_raster)
+        map_job = None
+        if self._branch_pool is not None:
+            # the map head on the second thread while this one post-processes the detections
+            outputs, map_part = self.backend.run_bev_head_split(lidar_bev, camera_bev, map_raster)
+            if map_part is not None:
+                map_job = self._branch_pool.submit(self._timed, map_part)
+        else:
+            outputs = self.backend.run_bev_head(lidar_bev, camera_bev, map_raster)
         lap("bev_head")
         detections = self.postprocess.detections(outputs, points=inputs["points"][0]) \
             if config.detection.enabled else Detections.empty()
+        if map_job is not None:
+            map_outputs, timings["map_head"] = map_job.result()
+            outputs = {**outputs, **map_outputs}
         bev_map = self.postprocess.bev_map(outputs)
         lap("postprocess")
         timings["total"] = (time.perf_counter() - start) * 1e3

@@ -123,7 +123,8 @@ def test_parallel_branches_give_the_sequential_answer_and_the_same_errors(fresh_
         np.testing.assert_array_equal(got.detections.boxes, want.detections.boxes)
         np.testing.assert_array_equal(got.detections.labels, want.detections.labels)
         np.testing.assert_array_equal(got.bev_map.probs, want.bev_map.probs)
-    assert {"preprocess_camera", "camera_encoder", "bev_pool", "map_raster", "branch_wait"} <= set(got.timings_ms)
+    assert {"preprocess_camera", "camera_encoder", "bev_pool", "map_raster", "branch_wait", "map_head"} \
+        <= set(got.timings_ms)
     broken = type(frame)(stamp_us=frame.stamp_us, points=frame.points, cameras=[
         type(c)(c.name, np.zeros((10, 10), np.uint8), c.intrinsic, c.T_lidar_cam) for c in frame.cameras])
     with pytest.raises(UserError, match="bad frame"):

@@ -17,6 +17,7 @@ indices and no weights. Backward passes are the transposed products (bags per pi
 """
 from __future__ import annotations
 
+import math
 import threading
 
 import torch
@@ -90,44 +91,33 @@ def _workspace(plan: BEVPoolPlan, name: str, shape: tuple[int, ...], dtype: torc
     each fresh allocation page-faults its memory in again: reusing them measured 17.5 vs 18.1 ms per frame
     (2 threads, four interleaved rounds; with the int32 weight gather below). Their contents never outlive
     one call, so reuse is safe; backward does not read them. They count in the pooling's extra memory."""
-    spaces = plan.__dict__.get("_cpu_workspace")
-    if spaces is None:
-        spaces = plan.__dict__.setdefault("_cpu_workspace", threading.local())
-    key = (name, dtype)
-    tensor = getattr(spaces, "tensors", {}).get(key)
+    spaces = plan.__dict__.setdefault("_cpu_workspace", threading.local())
+    tensors = spaces.__dict__.setdefault("tensors", {})          # this thread's
+    tensor = tensors.get((name, dtype))
     if tensor is None or tuple(tensor.shape) != shape:
-        tensor = torch.empty(shape, dtype=dtype)
-        if not hasattr(spaces, "tensors"):
-            spaces.tensors = {}
-        spaces.tensors[key] = tensor
+        tensor = tensors[(name, dtype)] = torch.empty(shape, dtype=dtype)
     return tensor
 
 
-def _bag_indices(plan: BEVPoolPlan) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(pixel_index, cell_offsets)`` for the bag kernels: int32 copies on CPU, made once per plan.
-
-    FBGEMM's embedding_bag reads int32 indices faster than int64 (half the index bandwidth; measured on the
-    nuScenes config: 9.0 vs 10.0 ms per frame, identical sums). The plan keeps int64, its portable format."""
-    pixel_index, cell_offsets = plan.pixel_index, plan.cell_offsets
-    if pixel_index.device.type != "cpu" or pixel_index.numel() >= 2**31 - 1:
-        return pixel_index, cell_offsets
-    cached = plan.__dict__.get("_int32_bag_indices")
-    if cached is None or cached[0] is not pixel_index or cached[1] is not cell_offsets:
-        cached = (pixel_index, cell_offsets, pixel_index.to(torch.int32), cell_offsets.to(torch.int32))
-        plan.__dict__["_int32_bag_indices"] = cached
-    return cached[2], cached[3]
-
-
-def _point_index(plan: BEVPoolPlan) -> torch.Tensor:
-    """int32 copy of ``plan.point_index`` for the CPU weight gather (1.6 vs 1.9 ms per frame; cached)."""
-    point_index = plan.point_index
-    if point_index.device.type != "cpu" or point_index.numel() >= 2**31 - 1:
-        return point_index
-    cached = plan.__dict__.get("_int32_point_index")
-    if cached is None or cached[0] is not point_index:
-        cached = (point_index, point_index.to(torch.int32))
-        plan.__dict__["_int32_point_index"] = cached
+def _int32(plan: BEVPoolPlan, name: str) -> torch.Tensor:
+    """int32 copy of the plan's index tensor ``name`` on CPU, made once per plan; the int64 tensor itself
+    on other devices, or when the frustum has too many points for int32 indices. The plan keeps int64,
+    its portable format."""
+    tensor = getattr(plan, name)
+    if tensor.device.type != "cpu" or math.prod(plan.geometry_shape) >= 2**31:
+        return tensor
+    copies = plan.__dict__.setdefault("_int32_copies", {})
+    cached = copies.get(name)
+    if cached is None or cached[0] is not tensor:
+        cached = copies[name] = (tensor, tensor.to(torch.int32))
     return cached[1]
+
+
+def _bag_indices(plan: BEVPoolPlan) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(pixel_index, cell_offsets)`` for the bag kernels, int32 on CPU: FBGEMM's embedding_bag reads them
+    faster than int64 (half the index bandwidth; measured on the nuScenes config: 9.0 vs 10.0 ms per frame,
+    identical sums). The weight gather reads ``point_index`` the same way (1.6 vs 1.9 ms)."""
+    return _int32(plan, "pixel_index"), _int32(plan, "cell_offsets")
 
 
 def fused_forward(plan: BEVPoolPlan, depth_probs: torch.Tensor, feats: torch.Tensor,
@@ -139,7 +129,7 @@ def fused_forward(plan: BEVPoolPlan, depth_probs: torch.Tensor, feats: torch.Ten
         table = _workspace(plan, "table", (batch * cams * width * height, channels), dtype)
         table.view(batch, cams, width, height, channels).copy_(feats.permute(0, 1, 4, 3, 2))
         weights = _workspace(plan, "weights", (plan.num_points,), dtype)
-        torch.index_select(depth_probs.reshape(-1).to(dtype), 0, _point_index(plan), out=weights)
+        torch.index_select(depth_probs.reshape(-1).to(dtype), 0, _int32(plan, "point_index"), out=weights)
     else:
         table = feats_as_rows(feats, dtype)
         weights = depth_probs.reshape(-1).to(dtype).index_select(0, plan.point_index)

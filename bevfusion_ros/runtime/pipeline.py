@@ -63,10 +63,11 @@ class PerceptionPipeline:
     def __init__(self, config_path: str | Path | ModelConfig, checkpoint_path: str | Path | None,
                  backend: str | Backend = "torch", device: str = "cpu", score_threshold: float | None = None,
                  modality: str | None = None, parallel_branches: bool = False, **backend_options):
-        """``parallel_branches``: run the camera branch (encoder, bev_pool) on a second thread while this
-        one runs the LiDAR branch (voxelize, sparse encoder, map raster). For a process whose torch runs
-        one intra-op thread (the node's model process) on a machine with a core to spare; with several
-        intra-op threads the two branches would only compete for the same cores."""
+        """``parallel_branches``: a second thread runs camera preprocessing, the camera encoder, bev_pool and
+        the map raster while this one voxelizes and runs the sparse encoder, then (torch back-end) the map
+        head while this one post-processes the detections. For a process whose torch runs one intra-op
+        thread (the node's model process) on a machine with a core to spare; with several intra-op threads
+        the two would only compete for the same cores."""
         config = config_path if isinstance(config_path, ModelConfig) else load_config(config_path)
         if modality is not None and modality != config.modality:
             raise UserError(f"modality {modality!r} requested but the config is {config.modality!r}; mask "
@@ -149,16 +150,13 @@ class PerceptionPipeline:
     def _side_branch(self, frame: Frame, points: list[torch.Tensor]) -> tuple:
         """Everything that does not wait for the sparse encoder, for the second thread: camera inputs,
         camera branch, map raster -> (camera inputs, camera BEV, map raster, timings)."""
-        start = time.perf_counter()
-        camera_inputs = self._camera_inputs(frame, points[0])
-        timings = {"preprocess_camera": (time.perf_counter() - start) * 1e3}
+        timings: dict[str, float] = {}
+        camera_inputs, timings["preprocess_camera"] = self._timed(lambda: self._camera_inputs(frame, points[0]))
         camera_bev, camera_timings = self._camera_branch(camera_inputs)
         timings.update(camera_timings)
         map_raster = None
         if self.model.uses_map_raster:
-            start = time.perf_counter()
-            map_raster = self.model.map_raster(points)
-            timings["map_raster"] = (time.perf_counter() - start) * 1e3
+            map_raster, timings["map_raster"] = self._timed(lambda: self.model.map_raster(points))
         return camera_inputs, camera_bev, map_raster, timings
 
     @torch.inference_mode()

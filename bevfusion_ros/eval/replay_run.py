@@ -354,7 +354,7 @@ def soak(bag: Path, params_file: Path, rate: float, seconds: float, out_dir: Pat
     def on_status(msg):
         with lock:
             statuses.append(json.loads(msg.data))
-    node.create_subscription(String, f"/{NODE}/frame_status", on_status, STATUS_QOS)
+    subscription = node.create_subscription(String, f"/{NODE}/frame_status", on_status, STATUS_QOS)
     from rclpy.executors import SingleThreadedExecutor
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
@@ -365,10 +365,11 @@ def soak(bag: Path, params_file: Path, rate: float, seconds: float, out_dir: Pat
     memory: list[tuple[float, float]] = []
     try:
         deadline = time.monotonic() + 180
-        while node.count_publishers(f"/{NODE}/frame_status") == 0:
+        while subscription.get_publisher_count() == 0:       # matched, as Recorder.has_perception_node
             if graph.exited() or time.monotonic() > deadline:
                 raise UserError(f"the perception node did not come up:\n{graph.tail(NODE)}")
             time.sleep(0.1)
+        time.sleep(OUTPUT_MATCH_SETTLE_S)
         player = subprocess.Popen([sys.executable, "-m", "bevfusion_ros.nodes.player", str(bag), "--rate", str(rate),
                                    "--loop", "--wait-for", *WAIT_FOR_TOPICS, "--delay", "0.5"],
                                   env=graph_environment(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -68,9 +68,6 @@ class TemporalMapFusion:
         self.last_reset_reason = ""
         self._state: _State | None = None
 
-    def reset(self) -> None:
-        self._state = None
-
     def update(self, bev_map: BEVMap | None, T_global_lidar: np.ndarray | None, stamp_us: int,
                sequence: object = None) -> BEVMap | None:
         if bev_map is None or not self.config.enabled:
@@ -91,10 +88,9 @@ class TemporalMapFusion:
             warped_sum, warped_weight = self._warp(state, pose, grid)
             logit_sum = logits + np.float32(decay) * warped_sum
             weight = 1.0 + np.float32(decay) * warped_weight
-        if pose is None or not np.all(np.isfinite(pose)):
-            self._state = None
-        else:
-            self._state = _State(logit_sum, weight, pose, int(stamp_us), grid, sequence)
+        # a frame without a usable pose starts nothing: the next one starts afresh
+        self._state = None if reason == "no_pose" else _State(logit_sum, weight, pose, int(stamp_us), grid,
+                                                              sequence)
         return replace(bev_map, probs=_sigmoid(logit_sum / weight[None]))
 
     # ------------------------------------------------------------------ internals

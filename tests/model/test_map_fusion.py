@@ -108,7 +108,7 @@ def test_a_missing_or_broken_pose_passes_the_frame_through_and_forgets():
     fusion.update(bev(first), pose(), 0)
     broken = pose(1.0)
     broken[0, 3] = np.nan
-    for T in (None, broken):
+    for T in (None, broken, np.eye(3)):                                  # a 3x3 is no pose either
         out = fusion.update(bev(blank()), T, 100_000).probs
         np.testing.assert_allclose(out, blank(), atol=1e-6)
     # and the next good frame does not reach back past the break

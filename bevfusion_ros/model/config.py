@@ -150,7 +150,15 @@ class MapHeadConfig:
     lidar_raster: bool = False
     refine_channels: int = 16                # width of the refinement convs
     refine_dilations: list[int] = field(default_factory=lambda: [2, 4])   # of the 3x3 convs after the first
+    # Channels of the refinement's coarse context branch (0 = none): the same input taken down to 1 m and
+    # 2 m cells, dilated convs there, brought back up and added after the first refinement conv. Why: far
+    # from the sensor the ground rings are metres apart, and filling the map between them needs ~30 m of
+    # context that 0.5 m convs only buy with many layers (model/heads.py MapContext).
+    refine_context: int = 0
     loss_weight: float = 1.0
+    # per-class factors on the focal loss, in ``classes`` order (empty = all 1): the thin, rare classes
+    # (stop lines cover ~0.2% of the grid) otherwise barely move the loss
+    class_weights: list[float] = field(default_factory=list)
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
     temporal_fusion: MapFusionConfig = field(default_factory=MapFusionConfig)
@@ -272,7 +280,7 @@ def architecture_dict(config: ModelConfig | dict) -> dict:
         det.pop(key, None)
     out["detection"] = det
     mp = dict(out.get("map", {}))
-    for key in ("loss_weight", "focal_alpha", "focal_gamma", "temporal_fusion"):
+    for key in ("loss_weight", "class_weights", "focal_alpha", "focal_gamma", "temporal_fusion"):
         mp.pop(key, None)
     out["map"] = mp
     cam = dict(out.get("camera", {}))
@@ -414,6 +422,13 @@ def validate(config: ModelConfig, source: str = "<config>") -> None:
         bad("map.refine_channels must be >= 1")
     if not all(isinstance(d, int) and d >= 1 for d in config.map.refine_dilations):
         bad("map.refine_dilations must be integers >= 1")
+    if config.map.refine_context < 0:
+        bad("map.refine_context must be >= 0 (0 = no context branch)")
+    weights = config.map.class_weights
+    if weights and (len(weights) != len(config.map.classes)
+                    or not all(isinstance(w, (int, float)) and math.isfinite(w) and w >= 0 for w in weights)):
+        bad(f"map.class_weights needs one finite number >= 0 per map class ({len(config.map.classes)}), "
+            f"got {weights}")
     if not config.detection.enabled and not config.map.enabled:
         bad("at least one of detection.enabled / map.enabled must be true")
     if not math.isfinite(config.detection.heading_from_velocity) or config.detection.heading_from_velocity < 0:

@@ -8,7 +8,8 @@ Map segmentation: ``map`` [B, n_map_classes, Xm, Ym] logits on the map grid (BEV
 [-54, 54] BEV onto [-50, 50] at 0.5 m with ``grid_sample``). With ``map.lidar_raster`` the head also takes
 the LiDAR ground raster on the map grid (model/map_raster.py) and adds a residual refinement computed at
 map resolution from [resampled logits, raster]; its last conv starts at zero, so a head trained without
-the raster starts out unchanged.
+the raster starts out unchanged. With ``map.refine_context`` a coarse branch (MapContext) adds 1-2 m-cell
+context to that refinement; its output conv also starts at zero, so it can be added to a trained head.
 """
 from __future__ import annotations
 
@@ -63,6 +64,35 @@ def resample_grid(in_x: tuple[float, float], in_y: tuple[float, float], out_xbou
     return torch.stack([gy, gx], dim=-1)[None]
 
 
+class MapContext(nn.Module):
+    """A small U-Net branch of the map refinement: [logits, raster] at 0.5 m -> two stride-2 convs (1 m,
+    2 m cells) -> dilated 3x3 convs at 2 m (receptive field ~40 m) -> up to 1 m, joined with the 1 m
+    features -> up to 0.5 m. Its output conv is zero-initialized: added to a trained head, the head's
+    outputs do not change until the branch is trained."""
+
+    def __init__(self, in_channels: int, channels: int, out_channels: int):
+        super().__init__()
+        c1, c2 = channels, 2 * channels
+        self.down1 = nn.Sequential(nn.Conv2d(in_channels, c1, 3, stride=2, padding=1, bias=False),
+                                   nn.BatchNorm2d(c1), nn.ReLU(inplace=True))
+        self.down2 = nn.Sequential(nn.Conv2d(c1, c2, 3, stride=2, padding=1, bias=False),
+                                   nn.BatchNorm2d(c2), nn.ReLU(inplace=True))
+        self.wide = nn.Sequential(*[m for d in (2, 4) for m in (
+            nn.Conv2d(c2, c2, 3, padding=d, dilation=d, bias=False), nn.BatchNorm2d(c2), nn.ReLU(inplace=True))])
+        self.join = nn.Sequential(nn.Conv2d(c1 + c2, c1, 1, bias=False), nn.BatchNorm2d(c1), nn.ReLU(inplace=True),
+                                  conv_bn_relu(c1, c1, 3))
+        self.out = nn.Conv2d(c1, out_channels, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f1 = self.down1(x)
+        f2 = self.wide(self.down2(f1))
+        up = F.interpolate(f2, size=f1.shape[-2:], mode="bilinear", align_corners=False)
+        y = self.out(self.join(torch.cat([f1, up], 1)))
+        return F.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
 class MapSegHead(nn.Module):
     def __init__(self, in_channels: int, config: ModelConfig):
         super().__init__()
@@ -91,6 +121,10 @@ class MapSegHead(nn.Module):
                 layers += [nn.Conv2d(c, c, 3, padding=d, dilation=d, bias=False), nn.BatchNorm2d(c),
                            nn.ReLU(inplace=True)]
             self.refine = nn.Sequential(*layers, final)
+        self.context: MapContext | None = None
+        if mc.lidar_raster and mc.refine_context > 0:
+            self.context = MapContext(len(mc.classes) + len(RASTER_CHANNELS), mc.refine_context,
+                                      mc.refine_channels)
 
     def _resample(self, x: torch.Tensor) -> torch.Tensor:
         grid = self.grid.to(x.dtype).expand(x.shape[0], -1, -1, -1)
@@ -104,4 +138,8 @@ class MapSegHead(nn.Module):
             raise ValueError(f"the map head needs the LiDAR raster [B, {len(RASTER_CHANNELS)}, "
                              f"{logits.shape[-2]}, {logits.shape[-1]}], got "
                              f"{None if raster is None else tuple(raster.shape)}")
-        return logits + self.refine(torch.cat([logits, raster.to(logits.dtype)], 1))
+        x = torch.cat([logits, raster.to(logits.dtype)], 1)
+        if self.context is None:
+            return logits + self.refine(x)
+        # the context joins after the first refinement conv (its ReLU output), before the dilated convs
+        return logits + self.refine[1:](self.refine[0](x) + self.context(x))

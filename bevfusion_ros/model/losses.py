@@ -2,6 +2,8 @@
 and BEVFusion's sigmoid focal loss for map segmentation."""
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch.nn import functional as F
 
@@ -24,7 +26,9 @@ def gather_at(feature: torch.Tensor, ind: torch.Tensor) -> torch.Tensor:
     return flat.gather(2, ind[:, None, :].expand(-1, c, -1)).transpose(1, 2)
 
 
-def sigmoid_focal_loss(logits: torch.Tensor, target: torch.Tensor, alpha: float, gamma: float) -> torch.Tensor:
+def sigmoid_focal_loss(logits: torch.Tensor, target: torch.Tensor, alpha: float, gamma: float,
+                       class_weights: Sequence[float] = ()) -> torch.Tensor:
+    """Mean sigmoid focal loss over [B, C, ...]; ``class_weights`` (C numbers) scale each class's share."""
     logits = logits.float()
     prob = logits.sigmoid()
     ce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
@@ -32,6 +36,9 @@ def sigmoid_focal_loss(logits: torch.Tensor, target: torch.Tensor, alpha: float,
     loss = ce * (1 - p_t) ** gamma
     if alpha >= 0:
         loss = (alpha * target + (1 - alpha) * (1 - target)) * loss
+    if class_weights:
+        shape = (1, len(class_weights)) + (1,) * (loss.dim() - 2)
+        loss = loss * loss.new_tensor(list(class_weights)).reshape(shape)
     return loss.mean()
 
 
@@ -58,6 +65,6 @@ def compute_losses(outputs: dict[str, torch.Tensor], batch: dict[str, torch.Tens
     if config.map.enabled:
         mc = config.map
         losses["map"] = mc.loss_weight * sigmoid_focal_loss(outputs["map"], batch["map"].float(),
-                                                            mc.focal_alpha, mc.focal_gamma)
+                                                            mc.focal_alpha, mc.focal_gamma, mc.class_weights)
     losses["total"] = sum(losses.values())
     return losses

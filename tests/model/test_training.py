@@ -119,3 +119,13 @@ def test_heading_from_velocity_points_moving_boxes_where_they_go():
     off = boxes.copy()
     align_heading_to_velocity(off, 0.0)
     np.testing.assert_array_equal(off, boxes)
+
+
+def test_map_class_weights_scale_each_class_share_of_the_focal_loss():
+    from bevfusion_ros.model.losses import sigmoid_focal_loss
+    torch.manual_seed(0)
+    logits, target = torch.randn(2, 3, 8, 8), (torch.rand(2, 3, 8, 8) > 0.8).float()
+    per_class = [sigmoid_focal_loss(logits[:, c:c + 1], target[:, c:c + 1], -1.0, 2.0) for c in range(3)]
+    weighted = sigmoid_focal_loss(logits, target, -1.0, 2.0, [1.0, 0.0, 5.0])
+    assert torch.allclose(weighted, (per_class[0] + 5.0 * per_class[2]) / 3)
+    assert torch.equal(sigmoid_focal_loss(logits, target, -1.0, 2.0), sigmoid_focal_loss(logits, target, -1.0, 2.0, []))

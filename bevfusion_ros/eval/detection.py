@@ -71,8 +71,12 @@ def lidar_to_global(T_global_ego: np.ndarray, T_ego_lidar: np.ndarray) -> np.nda
 def sample_lidar_to_global(nusc, sample_token: str) -> np.ndarray:
     """``T_global_lidar`` of a sample's LIDAR_TOP keyframe, from the devkit's calibrated_sensor and ego_pose
     records (the same poses ``add_center_dist`` uses)."""
-    sample = nusc.get("sample", sample_token)
-    sd = nusc.get("sample_data", sample["data"]["LIDAR_TOP"])
+    return sample_data_to_global(nusc, nusc.get("sample", sample_token)["data"]["LIDAR_TOP"])
+
+
+def sample_data_to_global(nusc, sample_data_token: str) -> np.ndarray:
+    """``T_global_sensor`` of any sample_data record (a keyframe or a sweep between keyframes)."""
+    sd = nusc.get("sample_data", sample_data_token)
     cs = nusc.get("calibrated_sensor", sd["calibrated_sensor_token"])
     pose = nusc.get("ego_pose", sd["ego_pose_token"])
     return lidar_to_global(make_transform(pose["rotation"], pose["translation"]),
@@ -266,12 +270,30 @@ def empty_metrics() -> dict:
     }
 
 
+def _restrict(evaluator, sample_tokens: Iterable[str]) -> None:
+    """Keep only ``sample_tokens`` in a constructed ``DetectionEval`` (its boxes are ``EvalBoxes``, a dict of
+    lists per sample token); a token outside its eval set is an error."""
+    keep = list(dict.fromkeys(sample_tokens))
+    unknown = [t for t in keep if t not in set(evaluator.gt_boxes.sample_tokens)]
+    if unknown:
+        raise ValueError(f"{len(unknown)} sample token(s) to score are not in the eval set, e.g. {unknown[0]}")
+    for boxes in (evaluator.gt_boxes, evaluator.pred_boxes):
+        kept = {t: boxes.boxes[t] for t in keep}
+        boxes.boxes.clear()
+        boxes.boxes.update(kept)
+    evaluator.sample_tokens = evaluator.gt_boxes.sample_tokens
+
+
 def evaluate_submission(nusc, result_path: str | Path, eval_set: str, out_dir: str | Path,
-                        verbose: bool = False) -> dict:
+                        verbose: bool = False, sample_tokens: Iterable[str] | None = None) -> dict:
     """Run the devkit's ``DetectionEval`` on a submission file and return plain, JSON-safe metrics:
     ``map``, ``nds``, ``per_class_ap``, ``tp_errors`` (mATE...), ``per_class_tp_errors``, plus
     ``map_present_classes`` (mean AP over the classes with ground truth in the eval set: a synthetic
-    dataset need not have all 10)."""
+    dataset need not have all 10).
+
+    ``sample_tokens``: score only these samples of the eval set (ground truth and predictions of the
+    others set aside after the devkit has loaded and filtered them), e.g. the keyframes a real-time run
+    produced outputs for. The submission must still cover the whole eval set, as the devkit requires."""
     from nuscenes.eval.common.config import config_factory
     from nuscenes.eval.detection.evaluate import DetectionEval
 
@@ -290,6 +312,10 @@ def evaluate_submission(nusc, result_path: str | Path, eval_set: str, out_dir: s
     with quiet:
         evaluator = DetectionEval(nusc, config=cfg, result_path=str(result_path), eval_set=eval_set,
                                   output_dir=str(out_dir), verbose=verbose)
+        if sample_tokens is not None:
+            _restrict(evaluator, sample_tokens)
+        if sum(len(evaluator.pred_boxes[t]) for t in evaluator.sample_tokens) == 0:
+            return empty_metrics()
         metrics, _ = evaluator.evaluate()
     summary = metrics.serialize()
     gt_classes = {box.detection_name for token in evaluator.gt_boxes.sample_tokens

@@ -44,7 +44,8 @@ class SceneRecord:
     """What the node published for one scene, keyed by LiDAR stamp (us)."""
 
     statuses: dict[int, dict] = field(default_factory=dict)
-    detections: dict = field(default_factory=dict)       # stamp -> Detections (keyframes only)
+    detections: dict = field(default_factory=dict)       # stamp -> Detections (every sweep: a keyframe's
+                                                         # newest output may come from a sweep before it)
     maps: dict[int, dict[str, tuple]] = field(default_factory=lambda: defaultdict(dict))
     memory_mb: list[tuple[float, float]] = field(default_factory=list)   # (t since start, RSS MB)
     play_summary: str = ""
@@ -89,11 +90,9 @@ class Recorder:
         from bevfusion_ros.ros.outputs import detections_from_objects_msg
         from bevfusion_ros.ros.time import header_to_us
 
-        stamp = header_to_us(msg.header)
-        if stamp in self.keyframes:
-            det = detections_from_objects_msg(msg)
-            with self.lock:
-                self.record.detections[stamp] = det
+        det = detections_from_objects_msg(msg)
+        with self.lock:
+            self.record.detections[header_to_us(msg.header)] = det
 
     def _on_status(self, msg) -> None:
         status = json.loads(msg.data)

@@ -199,3 +199,20 @@ def test_custom_split_eval_set(tiny_nusc_db, tmp_path):
     metrics = det_eval.evaluate_submission(nusc, det_eval.write_submission(tmp_path / "r.json", sub), "heldout",
                                            tmp_path / "det")
     assert metrics["map"] == pytest.approx(1.0)
+
+
+def test_scoring_a_subset_of_the_eval_set(tiny_nusc_db, tiny_nusc, tmp_path):
+    # perfect predictions on all but the last sample: scoring only the others gives AP 1; scoring only the
+    # last one (nothing predicted) gives zeros; a token outside the eval set is an error
+    samples = tiny_nusc_db["samples"]
+    tokens = det_eval.eval_sample_tokens(tiny_nusc, "mini_val")
+    dets = {s["token"]: _gt_detections(s) for s in samples[:-1]}
+    sub = det_eval.build_submission(tokens, dets, {s["token"]: det_eval.lidar_to_global(
+        s["T_global_ego"], s["T_ego_lidar"]) for s in samples})
+    path = det_eval.write_submission(tmp_path / "r.json", sub)
+    scored = det_eval.evaluate_submission(tiny_nusc, path, "mini_val", tmp_path / "a", sample_tokens=tokens[:-1])
+    assert scored["map"] == pytest.approx(1.0)
+    last = det_eval.evaluate_submission(tiny_nusc, path, "mini_val", tmp_path / "b", sample_tokens=tokens[-1:])
+    assert last["map"] == 0.0
+    with pytest.raises(ValueError, match="not in the eval set"):
+        det_eval.evaluate_submission(tiny_nusc, path, "mini_val", tmp_path / "c", sample_tokens=["nope"])

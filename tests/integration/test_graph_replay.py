@@ -178,6 +178,11 @@ def test_replay_eval_report_is_complete_and_matches_an_offline_eval_of_the_same_
     assert on_disk["keyframes_total"] == 3 and on_disk["keyframes_evaluated"] == 3 and on_disk["dropped"] == []
     assert (out / "report.md").is_file() and (out / "latency_histogram.png").is_file()
     assert (out / "bev_keyframe.png").is_file() and (out / "submission.json").is_file()
+    # every keyframe has its own output in lockstep: the three ways of scoring detection agree
+    assert on_disk["detection_evaluated_keyframes"]["map"] == pytest.approx(on_disk["map"])
+    held = on_disk["detection_latest_output"]
+    assert held["keyframes_with_output"] == 3 and held["age_ms_max"] == 0
+    assert held["map"] == pytest.approx(on_disk["map"]) and held["nds"] == pytest.approx(on_disk["nds"])
 
     # offline: `bevfusion-ros eval` on the same dataset with the same model (frames from frame_from_sample)
     offline = evaluate(str(MODEL_CONFIG), checkpoint(), truth["dataroot"], tmp_path / "offline",

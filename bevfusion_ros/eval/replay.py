@@ -455,7 +455,11 @@ def summary_lines(result: dict) -> list[str]:
 
     def fmt(v, d=3):
         return "n/a" if v is None else f"{v:.{d}f}"
+    own = result.get("detection_evaluated_keyframes") or {}
+    held = result.get("detection_latest_output") or {}
     return [f"mAP {fmt(result['map'])}  NDS {fmt(result['nds'])}  map mIoU {fmt(result['mapseg_miou'])}",
+            f"keyframes with their own output: mAP {fmt(own.get('map'))}  NDS {fmt(own.get('nds'))}; every keyframe "
+            f"with the newest output: mAP {fmt(held.get('map'))}  NDS {fmt(held.get('nds'))}",
             f"latency end-to-end p50 {fmt(lat['p50'], 1)} ms  p90 {fmt(lat['p90'], 1)} ms  p99 {fmt(lat['p99'], 1)} ms",
             f"keyframes {result['keyframes_evaluated']}/{result['keyframes_total']} evaluated, "
             f"{len(result['dropped'])} dropped; sweeps processed {result['frames']['processed']}/"

@@ -25,16 +25,18 @@ def raster_of(points: list[list[float]]) -> torch.Tensor:
     return grid([torch.tensor(points, dtype=torch.float32).reshape(-1, 5)])[0]
 
 
-def raster_config(refine_channels: int = 16):
+def raster_config(refine_channels: int = 16, refine_context: int = 0):
+    """The tiny config with the raster refinement (and by default without its context branch)."""
     config = load_config(TINY)
-    config.map = dataclasses.replace(config.map, lidar_raster=True, refine_channels=refine_channels)
+    config.map = dataclasses.replace(config.map, lidar_raster=True, refine_channels=refine_channels,
+                                     refine_context=refine_context)
     return config
 
 
 def plain_config():
     """The tiny config as it was before the raster (what the earlier checkpoints were trained with)."""
     config = load_config(TINY)
-    config.map = dataclasses.replace(config.map, lidar_raster=False, refine_channels=16)
+    config.map = dataclasses.replace(config.map, lidar_raster=False, refine_channels=16, refine_context=0)
     return config
 
 
@@ -118,7 +120,7 @@ def test_a_checkpoint_from_before_the_raster_existed_still_loads(tmp_path):
     config = plain_config()
     save_checkpoint(tmp_path / "old.pt", BEVFusion(config), config)
     payload = read_checkpoint(tmp_path / "old.pt")
-    for key in ("lidar_raster", "refine_channels"):    # keys a checkpoint of an older version lacks
+    for key in ("lidar_raster", "refine_channels", "refine_context"):    # keys a checkpoint of an older version lacks
         del payload["config"]["map"][key]
     assert load_into(BEVFusion(config), payload, config) == []
     with pytest.raises(UserError, match="differs in map.lidar_raster"):
@@ -138,9 +140,7 @@ def test_init_partial_without_a_checkpoint_is_a_one_line_error(capsys):
 
 
 def context_config(channels: int = 4):
-    config = raster_config(refine_channels=8)
-    config.map = dataclasses.replace(config.map, refine_context=channels)
-    return config
+    return raster_config(refine_channels=8, refine_context=channels)
 
 
 def test_the_context_branch_starts_as_a_no_op_and_can_be_added_to_a_trained_head(tmp_path):

@@ -116,6 +116,8 @@ def test_export_cli_on_real_tiny_model_and_parity(tmp_path, capsys):
             m.running_mean.uniform_(-0.2, 0.2)
             m.running_var.uniform_(0.5, 1.5)
     torch.nn.init.normal_(model.map_head.refine[-1].weight, std=0.1)   # zero at init: make it count
+    assert model.map_head.context is not None                          # the tiny config's context branch
+    torch.nn.init.normal_(model.map_head.context.out.weight, std=0.1)  # (bilinear resizes in the graph)
     ckpt = tmp_path / "tiny.pt"
     save_checkpoint(ckpt, model, config)
     out = tmp_path / "onnx"

@@ -14,6 +14,7 @@ from __future__ import annotations
 from itertools import product
 from typing import Optional, Sequence
 
+import numpy as np
 import torch
 
 from .keys import KeyLayout, make_layout
@@ -55,11 +56,20 @@ def check_no_duplicates(sorted_keys: torch.Tensor, layout: KeyLayout) -> None:
             f"merge them first (sparse_conv.voxelize does)")
 
 
+def _searchsorted(sorted_keys: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+    """``torch.searchsorted`` (left); on CPU through numpy's, which starts each binary search from the previous
+    query's result when the queries increase, as every query here does (keys + a constant): 205 vs 342 us for
+    10.6k keys, the tiny config's first level (one of 12 searches per frame)."""
+    if sorted_keys.device.type == "cpu" and queries.device.type == "cpu":
+        return torch.from_numpy(np.searchsorted(sorted_keys.numpy(), queries.numpy()))
+    return torch.searchsorted(sorted_keys, queries)
+
+
 def _lookup(sorted_keys: torch.Tensor, queries: torch.Tensor, hint: Optional[torch.Tensor] = None
             ) -> tuple[torch.Tensor, torch.Tensor]:
     """Positions of ``queries`` in ``sorted_keys`` and whether they are present (exact match)."""
     n = sorted_keys.numel()
-    pos = torch.searchsorted(sorted_keys, queries) if hint is None else hint
+    pos = _searchsorted(sorted_keys, queries) if hint is None else hint
     pos = pos.clamp(max=n - 1)
     return pos, sorted_keys.index_select(0, pos) == queries
 
@@ -95,7 +105,7 @@ def _half_pairs(sorted_keys: torch.Tensor, layout: KeyLayout, half_offsets, kern
         if dx == 0 and dy == 0 and kernel[2] == 3:
             pos = (rows - 1).clamp_(min=0)
         else:
-            pos = torch.searchsorted(sorted_keys, base)
+            pos = _searchsorted(sorted_keys, base)
         result = {}
         last = max(wanted[column])
         for j in range(last - lowest + 1):

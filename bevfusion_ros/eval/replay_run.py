@@ -122,7 +122,10 @@ class Recorder:
 
     def close(self) -> None:
         import rclpy
+        # the spinning thread leaves before the node goes: a callback still running on a node being destroyed
+        # fails ("cannot use Destroyable because destruction was requested") in a task nobody reads
         self.executor.shutdown(timeout_sec=2.0)
+        self.thread.join(2.0)
         self.node.destroy_node()
         rclpy.shutdown(context=self.context)
         self.thread.join(2.0)
@@ -391,6 +394,7 @@ def soak(bag: Path, params_file: Path, rate: float, seconds: float, out_dir: Pat
     finally:
         graph.stop()
         executor.shutdown(timeout_sec=2.0)
+        spinner.join(2.0)                  # before the node goes (Recorder.close)
         node.destroy_node()
         rclpy.shutdown(context=context)
         # the spin thread must be gone before the interpreter exits: a daemon thread torn down inside the

@@ -109,6 +109,7 @@ class TopicRecorder:
     def close(self):
         import rclpy
         self.executor.shutdown(timeout_sec=2.0)
+        self.thread.join(2.0)              # the spinning thread leaves before the node goes
         self.node.destroy_node()
         rclpy.shutdown(context=self.context)
         self.thread.join(2.0)

@@ -200,6 +200,7 @@ class NodeGraph:
 
     def close(self):
         self.executor.shutdown(timeout_sec=2.0)
+        self.thread.join(2.0)              # the spinning thread leaves before the nodes go
         self.node.destroy_node()
         self.io.destroy_node()
         rclpy.shutdown(context=self.context)

@@ -9,6 +9,9 @@ Protocol: pickled messages over the child's stdin/stdout (``subprocess``, not ``
 spawned multiprocessing child re-imports the parent's ``__main__``, here a ROS node). The child moves its
 stdout file descriptor aside before importing anything, so library prints cannot corrupt the stream; its
 stderr is the parent's. A frame is ~4 MB (3 sweeps of points, six images decoded at 1/4): ~2-4 ms each way.
+Requests: ``("init", config)``, ``("infer", frame, early)``, ``("exit",)``. Replies to ``infer``: with
+``early``, first ``("detections", detections)`` as soon as they exist, then ``("result", result, plan
+rebuilds)`` (or ``("error", class name, message)``).
 
 Faults: an exception in the child comes back as the same error class name and message (``UserError``
 stays a ``UserError``) and the child goes on. If the child dies (killed, out of memory, a segfault in a
@@ -25,10 +28,11 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from bevfusion_ros.errors import UserError
-from bevfusion_ros.frame import Frame, PerceptionResult
+from bevfusion_ros.frame import Detections, Frame, PerceptionResult
 
 
 class ModelProcessDied(RuntimeError):
@@ -138,19 +142,33 @@ class ModelProcess:
             code = self._proc.poll()
             raise ModelProcessDied(f"the model process exited (code {code}): {type(err).__name__}") from None
 
-    def infer(self, frame: Frame) -> PerceptionResult:
+    def infer(self, frame: Frame, on_detections: Callable[[Detections], None] | None = None) -> PerceptionResult:
+        """:meth:`PerceptionPipeline.infer` in the child. With ``on_detections`` the child sends the
+        detections as soon as they exist, and they are handed to it here (on this thread) while the child
+        finishes the map. An exception from ``on_detections`` is raised after the frame's result has been
+        read, so the stream stays in step."""
         with self._lock:
             if self._proc is None or self._proc.poll() is not None:
                 self._reap()
                 self.restarts += 1
                 self._start()
             start = time.perf_counter()
+            callback_error = None
             try:
-                self._send(("infer", frame))
+                self._send(("infer", frame, on_detections is not None))
                 reply = self._receive(self.config.reply_timeout_s)
+                while reply[0] == "detections":
+                    if on_detections is not None and callback_error is None:
+                        try:
+                            on_detections(reply[1])
+                        except Exception as err:  # noqa: BLE001 - re-raised below, once the result is read
+                            callback_error = err
+                    reply = self._receive(self.config.reply_timeout_s)
             except ModelProcessDied:
                 self._reap()
                 raise
+            if callback_error is not None:
+                raise callback_error
             if reply[0] != "result":
                 _raise_remote(reply, "inference failed in the model process")
             _, result, rebuilds = reply
@@ -210,7 +228,9 @@ def _serve() -> int:
                 if pipeline is None:
                     raise RuntimeError("infer before init")
                 cpu_start = time.process_time()
-                result = pipeline.infer(message[1])
+                early = len(message) > 2 and bool(message[2])
+                result = pipeline.infer(message[1], on_detections=(
+                    (lambda detections: reply(("detections", detections))) if early else None))
                 # CPU time of this (single-purpose) process for the frame: against timings_ms["total"] (wall)
                 # it tells a slow model from a descheduled one on a shared machine
                 result.timings_ms["cpu"] = (time.process_time() - cpu_start) * 1e3

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -160,12 +161,16 @@ class PerceptionPipeline:
         return camera_inputs, camera_bev, map_raster, timings
 
     @torch.inference_mode()
-    def infer(self, frame: Frame) -> PerceptionResult:
+    def infer(self, frame: Frame, on_detections: Callable[[Detections], None] | None = None) -> PerceptionResult:
         """One frame -> detections and map. Stage timings (ms) in ``timings_ms``; with
         ``parallel_branches`` the second thread's stages (``preprocess_camera``, ``camera_encoder``,
         ``bev_pool``, ``map_raster``) overlap the LiDAR ones, ``branch_wait`` is how long the LiDAR
         thread then waited for them, and ``map_head`` (torch back-end) ran beside the detections'
-        post-processing."""
+        post-processing.
+
+        ``on_detections(detections)``, when given, is called as soon as the detections exist, before the
+        map is finished (with ``parallel_branches`` the map head may still be running): whoever publishes
+        them need not wait for the map. ``timings_ms["detections"]`` is when that was (ms from the start)."""
         timings: dict[str, float] = {}
         start = t = time.perf_counter()
 
@@ -221,6 +226,9 @@ class PerceptionPipeline:
         lap("bev_head")
         detections = self.postprocess.detections(outputs, points=inputs["points"][0]) \
             if config.detection.enabled else Detections.empty()
+        timings["detections"] = (time.perf_counter() - start) * 1e3
+        if on_detections is not None:
+            on_detections(detections)
         if map_job is not None:
             map_outputs, timings["map_head"] = map_job.result()
             outputs = {**outputs, **map_outputs}

@@ -88,3 +88,25 @@ def test_the_child_runs_numpy_blas_single_threaded(child):
     the node needs; the child starts with OPENBLAS_NUM_THREADS=1 unless the user set it."""
     environ = open(f"/proc/{child.pid}/environ", "rb").read().split(b"\0")
     assert b"OPENBLAS_NUM_THREADS=" + os.environ.get("OPENBLAS_NUM_THREADS", "1").encode() in environ
+
+
+def test_the_child_sends_the_detections_ahead_of_the_result(child):
+    frame = make_frame(num_points=6000, seed=3, image_hw=(225, 400))
+    seen = []
+    result = child.infer(frame, on_detections=seen.append)
+    assert len(seen) == 1
+    np.testing.assert_array_equal(seen[0].boxes, result.detections.boxes)
+    assert result.bev_map is not None
+
+
+def test_a_failing_detections_callback_is_raised_after_the_result_is_read(child):
+    # the stream stays in step: the next frame gets its own answer
+    def broken(detections):
+        raise ValueError("publisher gone")
+    restarts = child.restarts
+    with pytest.raises(ValueError, match="publisher gone"):
+        child.infer(make_frame(num_points=500, image_hw=(225, 400)), on_detections=broken)
+    frame = make_frame(num_points=6000, seed=4, image_hw=(225, 400))
+    again = child.infer(frame)
+    assert len(again.detections) == len(PerceptionPipeline(str(TINY), str(CHECKPOINT)).infer(frame).detections)
+    assert child.restarts == restarts

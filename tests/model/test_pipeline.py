@@ -120,3 +120,28 @@ def test_a_cpu_pipeline_runs_numpy_blas_single_threaded(pipeline):
     threadpoolctl = pytest.importorskip("threadpoolctl")
     blas = [pool for pool in threadpoolctl.threadpool_info() if pool["user_api"] == "blas"]
     assert blas and all(pool["num_threads"] == 1 for pool in blas)
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_detections_are_handed_over_before_the_map_is_finished(tiny_checkpoint, parallel):
+    # on_detections gets the result's detections once; with parallel_branches the map head (on the second
+    # thread) may still be running then: here it is held until the callback has run
+    import threading
+    pipeline = PerceptionPipeline(TINY, tiny_checkpoint, backend="torch", score_threshold=0.0,
+                                  parallel_branches=parallel)
+    released = threading.Event()
+    if parallel:
+        head = pipeline.model.map_head.forward
+
+        def held_map_head(*args, **kwargs):
+            assert released.wait(30), "the map head was waited for before the detections were handed over"
+            return head(*args, **kwargs)
+        pipeline.model.map_head.forward = held_map_head
+    seen = []
+
+    def on_detections(detections):
+        seen.append(detections)
+        released.set()
+    result = pipeline.infer(make_frame(num_points=3000, seed=5), on_detections=on_detections)
+    assert len(seen) == 1 and seen[0] is result.detections
+    assert result.bev_map is not None and 0 < result.timings_ms["detections"] <= result.timings_ms["total"]

@@ -38,8 +38,9 @@ class StubPipeline:
         self.delay_s = 0.0
         self.plan_rebuilds = 0
         self.map_value: dict[int, float] = {}     # stamp -> drivable_area probability (default 0.5)
+        self.early_detections = True              # hand the detections over before returning the result
 
-    def infer(self, frame):
+    def infer(self, frame, on_detections=None):
         key = tuple(np.round(np.concatenate([c.T_lidar_cam.ravel(), c.intrinsic.ravel()]), 9).tobytes()
                     for c in frame.cameras)
         if key != getattr(self, "_plan_key", None):     # what PerceptionPipeline does with its bev_pool plan
@@ -52,6 +53,8 @@ class StubPipeline:
         self.frames.append(frame)
         det = Detections(boxes=np.array([[10.0, 1.0, 0.0, 4.0, 2.0, 1.5, 0.3, 2.0, 0.0]]),
                          scores=np.array([0.8], np.float32), labels=np.array([0]), attributes=np.array([-1]))
+        if on_detections is not None and self.early_detections:   # as PerceptionPipeline does
+            on_detections(det)
         probs = np.zeros((len(MAP_CLASSES), 8, 8), np.float32)
         probs[0] = self.map_value.get(frame.stamp_us, 0.5)
         return PerceptionResult(det, BEVMap(probs, 1.0, -4.0, -4.0), {"total": 1.0})

@@ -59,6 +59,24 @@ def test_a_good_frame_yields_detections_markers_and_maps_with_the_lidar_stamp_an
     assert not frame.cameras[0].masked and frame.cameras[0].image.shape == (HEIGHT, WIDTH, 3)
 
 
+def test_detections_are_published_once_whether_or_not_the_pipeline_hands_them_over_early(graph):
+    # the model hands the detections over before the map is done (PerceptionPipeline, ModelProcess); a
+    # pipeline that only returns its result still gets them published, once
+    for early in (True, False):
+        graph.pipeline.early_detections = early
+        try:
+            stamp, status = assert_processed_normally(graph)
+            graph.wait_for(lambda: any(header_to_us(m.header) == stamp
+                                       for m in graph.received["/perception/map/drivable_area"]), "map")
+            graph.wait_for(lambda: any(header_to_us(m.header) == stamp
+                                       for m in graph.received["/perception/detections"]), "detections")
+            assert sum(header_to_us(m.header) == stamp for m in graph.received["/perception/detections"]) == 1
+            latency = status["latency_ms"]
+            assert 0 < latency["model"] <= latency["end_to_end"]
+        finally:
+            graph.pipeline.early_detections = True
+
+
 def test_multi_sweep_frames_carry_the_previous_sweep_with_its_dt(graph):
     assert_processed_normally(graph)
     stamp, _ = assert_processed_normally(graph)

@@ -27,6 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.fft
 
 from bevfusion_ros.classes import DETECTION_CLASSES
 from bevfusion_ros.model.config import PointVelocityConfig
@@ -45,49 +46,53 @@ class PointVelocityResult:
     measured: np.ndarray               # [M] bool: measured from the points
 
 
-def _occupancy(along: np.ndarray, across: np.ndarray, sweep: np.ndarray, half: tuple[float, float],
-               bin_m: float) -> np.ndarray:
-    """BEV occupancy [3, n_along, n_across] of the newest, middle and oldest sweep (0, 1, 2), each point
+def _occupancies(box: np.ndarray, along: np.ndarray, across: np.ndarray, sweep: np.ndarray,
+                 halves: np.ndarray, wanted: np.ndarray, bin_m: float) -> dict[int, np.ndarray]:
+    """Per box b with ``wanted[b]``: the BEV occupancy [3, n_along, n_across] of its newest, middle and
+    oldest sweep (0, 1, 2) from its points (``box`` == b) at (``along``, ``across``) in its frame, each point
     splatted bilinearly onto its four nearest cell centres: a sub-cell shift of the points then shifts the
     histogram smoothly, where hard binning would snap edges to cell borders and bias the registration
-    by up to half a cell."""
-    shape = (3, int(2 * half[0] / bin_m) + 2, int(2 * half[1] / bin_m) + 2)
-    fa = np.clip((along + half[0]) / bin_m, 0.0, shape[1] - 1.001)
-    fc = np.clip((across + half[1]) / bin_m, 0.0, shape[2] - 1.001)
+    by up to half a cell. Every box's histogram lies in one flat array (one bincount for all of them)."""
+    n_along = (2 * halves[:, 0] / bin_m).astype(np.int64) + 2
+    n_across = (2 * halves[:, 1] / bin_m).astype(np.int64) + 2
+    sizes = np.where(wanted, 3 * n_along * n_across, 0)
+    offsets = np.cumsum(sizes) - sizes
+    fa = np.clip((along + halves[box, 0]) / bin_m, 0.0, n_along[box] - 1.001)
+    fc = np.clip((across + halves[box, 1]) / bin_m, 0.0, n_across[box] - 1.001)
     ia, ic = fa.astype(np.int64), fc.astype(np.int64)
     wa, wc = fa - ia, fc - ic
-    base = (sweep * shape[1] + ia) * shape[2] + ic
-    index = np.concatenate([base, base + 1, base + shape[2], base + shape[2] + 1])
+    cols = n_across[box]
+    base = offsets[box] + (sweep * n_along[box] + ia) * cols + ic
+    index = np.concatenate([base, base + 1, base + cols, base + cols + 1])
     weight = np.concatenate([(1 - wa) * (1 - wc), (1 - wa) * wc, wa * (1 - wc), wa * wc])
-    hist = np.bincount(index, weight, minlength=int(np.prod(shape)))
-    return hist.reshape(shape)
+    flat = np.bincount(index, weight, minlength=int(sizes.sum()))
+    return {b: flat[offsets[b]:offsets[b] + sizes[b]].reshape(3, n_along[b], n_across[b])
+            for b in np.flatnonzero(wanted).tolist()}
 
 
 def _parabola(y0: float, y1: float, y2: float) -> float:
     """Sub-cell offset of the vertex of the parabola through three samples around a maximum."""
     curvature = y0 - 2 * y1 + y2
-    return float(np.clip(0.5 * (y0 - y2) / curvature, -0.5, 0.5)) if curvature < 0 else 0.0
+    return max(-0.5, min(0.5, 0.5 * float(y0 - y2) / float(curvature))) if curvature < 0 else 0.0
 
 
 def _fft_size(shape: tuple[int, int], max_bins: int) -> tuple[int, int]:
-    """Power-of-two FFT size holding a histogram and the search window without wrap-around."""
-    return tuple(1 << int(np.ceil(np.log2(n + max_bins + 1))) for n in shape)
+    """FFT size holding a histogram and the search window without wrap-around: the next 5-smooth length
+    (pocketfft is as fast on those; rounding up to powers of two doubled the work on average)."""
+    return tuple(scipy.fft.next_fast_len(n + max_bins + 1, real=True) for n in shape)
 
 
-def _best_shifts(new: np.ndarray, old: np.ndarray, max_bins: int, min_correlation: float,
-                 size: tuple[int, int]) -> list[tuple[float, float] | None]:
-    """Per pair j of ``new``, ``old`` [J, A, C] (histograms zero-padded to one shape): the shift (sa, sc) in
-    cells, sub-cell, maximizing sum new[j, a, c] * old[j, a - sa, c - sc] over |sa|, |sc| <= max_bins; None
-    when the peak is on the window's edge or too weak.
-
-    All pairs of one FFT size go through one batched FFT: per box the transforms are tiny (64 x 64), so
-    numpy's per-call overhead, not the arithmetic, was most of their cost."""
-    corr = np.fft.irfft2(np.fft.rfft2(new, size) * np.conj(np.fft.rfft2(old, size)), size)
+def _best_shifts(corr: np.ndarray, norms: np.ndarray, max_bins: int, min_correlation: float
+                 ) -> list[tuple[float, float] | None]:
+    """Per registration j, from the circular cross-correlation ``corr[j]`` (sum new[a, c] * old[a - sa,
+    c - sc] at (sa, sc), of histograms zero-padded enough not to wrap within the window) and ``norms[j]``
+    (the product of the histograms' L2 norms): the shift (sa, sc) in cells, sub-cell, maximizing it over
+    |sa|, |sc| <= max_bins; None when the peak is on the window's edge or too weak."""
+    size = corr.shape[1:]
     shifts = np.arange(-max_bins, max_bins + 1)
-    scores = corr[:, (shifts % size[0])[:, None], (shifts % size[1])[None, :]]          # [J, S, S]
+    scores = corr[:, (shifts % size[0])[:, None], (shifts % size[1])[None, :]].astype(np.float64)  # [J, S, S]
     peak_i, peak_j = np.divmod(scores.reshape(len(scores), -1).argmax(1), len(shifts))
     edge = len(shifts) - 1
-    norms = np.sqrt((new * new).sum((1, 2)) * (old * old).sum((1, 2)))
     out: list[tuple[float, float] | None] = []
     for k, (i, j) in enumerate(zip(peak_i.tolist(), peak_j.tolist())):
         if i in (0, edge) or j in (0, edge):
@@ -103,41 +108,43 @@ def _best_shifts(new: np.ndarray, old: np.ndarray, max_bins: int, min_correlatio
 
 
 class _PointIndex:
-    """Points bucketed on a coarse BEV grid (cells sorted x-major, then y), so a box reads only nearby
-    points, as a few contiguous slices (one per grid column) rather than a gathered index list."""
+    """Points bucketed on a coarse BEV grid (cells sorted x-major, then y), so the boxes read only nearby
+    points, as contiguous slices (one per box and grid column) rather than a test of every point."""
 
     CELL = 4.0
 
-    def __init__(self, xyz: np.ndarray, sweep: np.ndarray):
-        ix = np.floor(xyz[:, 0] / self.CELL).astype(np.int64)     # CELL is a power of two: exact in fp32
-        iy = np.floor(xyz[:, 1] / self.CELL).astype(np.int64)
+    def __init__(self, points: np.ndarray, sweep: np.ndarray, rows: np.ndarray):
+        """``points`` [N, >=3], of which ``rows`` (indices) are indexed, with their ``sweep`` tags [N]."""
+        x, y = points[rows, 0], points[rows, 1]
+        ix = np.floor(x / self.CELL).astype(np.int64)     # CELL is a power of two: exact in fp32
+        iy = np.floor(y / self.CELL).astype(np.int64)
         self.x0, self.y0 = int(ix.min()), int(iy.min())
         self.ny = int(iy.max()) - self.y0 + 1
         key = (ix - self.x0) * self.ny + (iy - self.y0)
         # Few cells (~750 for +-54 m): 16-bit keys get numpy's O(N) radix sort instead of a merge sort.
         order = np.argsort(key.astype(np.int16) if key.max() < 2**15 else key, kind="stable")
         self.key = key[order]
-        self.xyz = xyz[order].astype(np.float64)
-        self.sweep = sweep[order]
+        rows = rows[order]
+        self.xyz = points[rows, :3]    # the input's dtype: gathers promote exactly to float64 where needed
+        self.sweep = sweep[rows]
 
-    def near(self, x: float, y: float, reach: float) -> tuple[np.ndarray, np.ndarray]:
-        """(xyz, sweep) of the points in the cells overlapping the square of half-size ``reach`` around
-        (x, y)."""
-        ix0 = max(int(np.floor((x - reach) / self.CELL)) - self.x0, 0)
-        ix1 = int(np.floor((x + reach) / self.CELL)) - self.x0
-        iy0 = max(int(np.floor((y - reach) / self.CELL)) - self.y0, 0)
-        iy1 = min(int(np.floor((y + reach) / self.CELL)) - self.y0, self.ny - 1)
-        rows = np.arange(ix0, ix1 + 1) * self.ny
-        if iy1 < iy0 or len(rows) == 0:
-            return self.xyz[:0], self.sweep[:0]
-        starts = np.searchsorted(self.key, rows + iy0, side="left")
-        stops = np.searchsorted(self.key, rows + iy1, side="right")
-        spans = [(a, b) for a, b in zip(starts.tolist(), stops.tolist()) if b > a]
-        if len(spans) <= 1:
-            a, b = spans[0] if spans else (0, 0)
-            return self.xyz[a:b], self.sweep[a:b]
-        return (np.concatenate([self.xyz[a:b] for a, b in spans]),
-                np.concatenate([self.sweep[a:b] for a, b in spans]))
+    def pairs(self, x: np.ndarray, y: np.ndarray, reach: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(box, point) index pairs: for each box b, the points in the cells overlapping the square of
+        half-size ``reach[b]`` around (``x[b]``, ``y[b]``), in index order. Loop-free: one searchsorted
+        for every (box, grid column), then the slices expanded with repeat/cumsum."""
+        ix0 = np.maximum(np.floor((x - reach) / self.CELL).astype(np.int64) - self.x0, 0)
+        ix1 = np.floor((x + reach) / self.CELL).astype(np.int64) - self.x0
+        iy0 = np.maximum(np.floor((y - reach) / self.CELL).astype(np.int64) - self.y0, 0)
+        iy1 = np.minimum(np.floor((y + reach) / self.CELL).astype(np.int64) - self.y0, self.ny - 1)
+        n_rows = np.where(iy1 >= iy0, np.maximum(ix1 - ix0 + 1, 0), 0)
+        box = np.repeat(np.arange(len(x)), n_rows)
+        row = ix0[box] + np.arange(len(box)) - np.repeat(np.cumsum(n_rows) - n_rows, n_rows)
+        starts = np.searchsorted(self.key, row * self.ny + iy0[box], side="left")
+        lengths = np.maximum(np.searchsorted(self.key, row * self.ny + iy1[box], side="right") - starts, 0)
+        total = int(lengths.sum())
+        first = np.cumsum(lengths) - lengths
+        point = np.repeat(starts - first, lengths) + np.arange(total)
+        return np.repeat(box, lengths), point
 
 
 def _sweep_tags(dt: np.ndarray, tolerance: float) -> tuple[np.ndarray, float, float]:
@@ -195,54 +202,58 @@ def point_velocities(points: np.ndarray, boxes: np.ndarray, labels: np.ndarray, 
     candidates = np.nonzero(moving)[0]
     halves = np.column_stack([boxes[candidates, 3] / 2, boxes[candidates, 4] / 2]) + max_shift + config.margin
     reaches = np.hypot(halves[:, 0], halves[:, 1])
-    index = _PointIndex(points[keep, :3], tags[keep])
+    index = _PointIndex(points, tags, np.flatnonzero(keep))
     # (sweep, time from the newest, search range in bins) of each registration; the middle sweep, where
     # there is one, is a second, independent measurement that must agree with the first.
     pairs = [(2, span, int(np.ceil(max_shift / config.bin_m)))]
     if middle > config.sweep_tolerance_s:
         pairs.append((1, middle, int(np.ceil(config.max_speed * middle / config.bin_m))))
-    # Pass 1: each box's sweep histograms; registrations queued by (FFT size, window) for batched FFTs.
-    queued: dict[tuple, list[tuple[int, int, np.ndarray, np.ndarray]]] = {}
-    wanted: dict[int, int] = {}                   # box -> registrations it needs
-    for k, half, reach in zip(candidates.tolist(), halves.tolist(), reaches.tolist()):
-        x, y, z, length, width, height, yaw = boxes[k, :7]
-        xyz, sweep = index.near(x, y, reach)
-        if len(xyz) < 2 * config.min_points:
-            continue
-        # Ground returns are static and would pull the registration to zero.
-        level = (xyz[:, 2] >= z - height / 2 + config.ground_clearance) & \
-            (xyz[:, 2] < z + height / 2 + _TOP_MARGIN_M)
-        xyz, sweep = xyz[level], sweep[level]
-        ux, uy = np.cos(yaw), np.sin(yaw)
-        dx, dy = xyz[:, 0] - x, xyz[:, 1] - y
-        along = dx * ux + dy * uy
-        across = -dx * uy + dy * ux
-        inside = (np.abs(along) < half[0]) & (np.abs(across) < half[1])
-        along, across, sweep = along[inside], across[inside], sweep[inside]
-        counts = np.bincount(sweep, minlength=3)
-        if counts[0] < config.min_points or counts[2] < config.min_points:
-            continue
-        hist = _occupancy(along, across, sweep, tuple(half), config.bin_m)
-        wanted[k] = 0
-        for number, (other, _, max_bins) in enumerate(pairs):
-            if counts[other] >= config.min_points:
-                size = _fft_size(hist.shape[1:], max_bins)
-                queued.setdefault((size, max_bins), []).append((k, number, hist[0], hist[other]))
-                wanted[k] += 1
-    # Pass 2: the registrations, then each box's checks (every registration must succeed, and the middle
-    # sweep's must agree with the oldest's).
+    # Pass 1, for every (box, nearby point) pair at once (a per-box loop of small numpy calls cost more
+    # than the arithmetic): each box's points in its height band and grown footprint, in its frame.
+    cand = boxes[candidates]
+    box, point = index.pairs(cand[:, 0], cand[:, 1], reaches)
+    z = index.xyz[point, 2]
+    # Ground returns are static and would pull the registration to zero.
+    level = (z >= (cand[:, 2] - cand[:, 5] / 2 + config.ground_clearance)[box]) & \
+        (z < (cand[:, 2] + cand[:, 5] / 2 + _TOP_MARGIN_M)[box])
+    box, point = box[level], point[level]
+    ux, uy = np.cos(cand[:, 6])[box], np.sin(cand[:, 6])[box]
+    dx, dy = index.xyz[point, 0] - cand[box, 0], index.xyz[point, 1] - cand[box, 1]
+    along = dx * ux + dy * uy
+    across = -dx * uy + dy * ux
+    inside = (np.abs(along) < halves[box, 0]) & (np.abs(across) < halves[box, 1])
+    box, along, across, sweep = box[inside], along[inside], across[inside], index.sweep[point[inside]]
+    counts = np.bincount(box * 3 + sweep, minlength=3 * len(candidates)).reshape(-1, 3)
+    usable = (counts[:, 0] >= config.min_points) & (counts[:, 2] >= config.min_points)
+    pick = usable[box]
+    hists = _occupancies(box[pick], along[pick], across[pick], sweep[pick], halves, usable, config.bin_m)
+    # Pass 2: the registrations, batched by FFT size (one transform per sweep histogram: the newest
+    # sweep's serves both registrations), then each box's checks (every registration must succeed, and
+    # the middle sweep's must agree with the oldest's).
+    wanted = {int(candidates[b]): sum(int(counts[b, other] >= config.min_points) for other, _, _ in pairs)
+              for b in np.flatnonzero(usable).tolist()}             # box -> registrations it needs
     found: dict[int, dict[int, np.ndarray]] = {k: {} for k in wanted}
-    for (size, max_bins), jobs in queued.items():
-        shape = np.max([job[2].shape for job in jobs], axis=0)
-        new = np.zeros((len(jobs), *shape))
-        old = np.zeros((len(jobs), *shape))
-        for row, (_, _, a, b) in enumerate(jobs):
-            new[row, :a.shape[0], :a.shape[1]] = a
-            old[row, :b.shape[0], :b.shape[1]] = b
-        for (k, number, _, _), shift in zip(jobs, _best_shifts(new, old, max_bins, config.min_correlation,
-                                                               size)):
-            if shift is not None:
-                found[k][number] = np.asarray(shift) * config.bin_m / pairs[number][1]
+    groups: dict[tuple[int, int], list[int]] = {}
+    for b, hist in hists.items():
+        groups.setdefault(_fft_size(hist.shape[1:], pairs[0][2]), []).append(b)
+    channels = [0] + [other for other, _, _ in pairs]                # newest, oldest[, middle]
+    for size, members in groups.items():
+        shape = np.max([hists[b].shape[1:] for b in members], axis=0)
+        stack = np.zeros((len(members), len(channels), *shape))
+        for row, b in enumerate(members):
+            hist = hists[b]
+            stack[row, :, :hist.shape[1], :hist.shape[2]] = hist[channels]
+        spectra = scipy.fft.rfft2(stack.astype(np.float32), size)
+        energy = (stack * stack).sum((2, 3))
+        for number, (other, span_s, max_bins) in enumerate(pairs):
+            rows = [row for row, b in enumerate(members) if counts[b, other] >= config.min_points]
+            if not rows:
+                continue
+            corr = scipy.fft.irfft2(spectra[rows, 0] * np.conj(spectra[rows, number + 1]), size)
+            norms = np.sqrt(energy[rows, 0] * energy[rows, number + 1])
+            for row, shift in zip(rows, _best_shifts(corr, norms, max_bins, config.min_correlation)):
+                if shift is not None:
+                    found[int(candidates[members[row]])][number] = np.asarray(shift) * config.bin_m / span_s
     for k, estimates in found.items():
         if len(estimates) < wanted[k]:
             continue                   # a registration failed: the box keeps the network's velocity

@@ -50,7 +50,7 @@ from bevfusion_ros.paths import share_dir
 from bevfusion_ros.perception.assembler import AssemblerConfig, FrameAssembler, InputRejected, Sweep
 from bevfusion_ros.perception.calibration_file import load_extrinsics
 from bevfusion_ros.perception.diagnostics import Diagnostics, LogLimiter
-from bevfusion_ros.perception.worker import JustInTimeGate, LatestOnlyWorker
+from bevfusion_ros.perception.worker import JustInTimeGate, LatestOnlyWorker, SweepRateLimit
 from bevfusion_ros.ros import outputs
 from bevfusion_ros.ros.camera_info import CameraInfoError
 from bevfusion_ros.ros.ingest import LockedTransforms, MessageIngest
@@ -98,6 +98,10 @@ PARAMETERS: dict[str, tuple[object, str]] = {
     "camera_ego_motion": (False, "T_lidar_cam through the ego poses at the camera and LiDAR stamps, as the "
                                  "dataset does (exact, but the bev_pool plan is rebuilt every frame); false: "
                                  "static extrinsics, plan cached until the calibration changes"),
+    "max_rate": (0.0, "Hz; process at most this many sweeps per second of sensor time, each as it arrives "
+                      "(perception/worker.py SweepRateLimit); the others are counted as dropped "
+                      "(rate_limit) but still accumulated as earlier sweeps. 0 = as many as the model takes, "
+                      "each after waiting for the one before (more frames, more latency)"),
     "max_sweep_gap": (1.0, "s; previous sweeps older than this are not accumulated"),
     "max_points": (400000, "clouds with more points are decimated to this many (counted as oversized_cloud)"),
     "base_frame": ("base_link", "vehicle frame (tf_static parent of the sensors)"),
@@ -212,6 +216,7 @@ class PerceptionNode(Node):
         self.map_fusion = TemporalMapFusion(fusion if p["map_fusion"] else replace(fusion, enabled=False))
         self.diag.set_info("image_decode_reduction", reduction)
         self.log_limiter = LogLimiter(p["log_period"])
+        self.rate_limit = SweepRateLimit(p["max_rate"])
         self.active = bool(p["autostart"])
         self._calib_mtime: float | None = None
 
@@ -304,10 +309,17 @@ class PerceptionNode(Node):
 
     def _declare_parameters(self) -> dict:
         values = {}
-        for name, (default, description) in PARAMETERS.items():
-            values[name] = self.declare_parameter(
-                name, default, ParameterDescriptor(description=description)).value
         problems = []
+        for name, (default, description) in PARAMETERS.items():
+            # a float parameter also takes an integer (max_rate:=5), as a user would write it
+            values[name] = self.declare_parameter(name, default, ParameterDescriptor(
+                description=description, dynamic_typing=isinstance(default, float))).value
+            if isinstance(default, float):
+                try:
+                    values[name] = float(values[name])
+                except (TypeError, ValueError):
+                    problems.append(f"{name} must be a number, got {values[name]!r}")
+                    values[name] = default
         if values["backend"] not in BACKENDS:
             problems.append(f"backend must be one of {BACKENDS}, got {values['backend']!r}")
         if int(values["sweeps"]) < 0:
@@ -322,6 +334,8 @@ class PerceptionNode(Node):
                             f"{values['image_decode_reduction']}")
         if not 0 <= float(values["gil_switch_interval"]) <= 0.1:
             problems.append(f"gil_switch_interval must be in [0, 0.1] s, got {values['gil_switch_interval']}")
+        if not 0 <= float(values["max_rate"]) <= 1000:
+            problems.append(f"max_rate must be in [0, 1000] Hz, got {values['max_rate']}")
         if int(values["max_points"]) < 1000:
             problems.append(f"max_points must be >= 1000, got {values['max_points']}")
         if not values["camera_names"] or any(not str(c) for c in values["camera_names"]):
@@ -336,9 +350,6 @@ class PerceptionNode(Node):
             problems.append(f"calibration_file {resolve(values['calibration_file'])} does not exist")
         if problems:
             raise UserError("bad parameter: " + "; ".join(problems))
-        for key in ("max_camera_lidar_delay", "max_sweep_gap", "stale_after", "diagnostics_period", "log_period",
-                    "marker_score_threshold", "max_input_wait", "gil_switch_interval"):
-            values[key] = float(values[key])
         values["camera_names"] = [str(c) for c in values["camera_names"]]
         return values
 
@@ -385,6 +396,10 @@ class PerceptionNode(Node):
         for note in notes:
             self._bad_input(note, f"LiDAR {stamp_us} us ({msg.header.frame_id}): {note.replace('_', ' ')}")
         ingest_ms = (time.perf_counter() - start) * 1e3
+        if not self.rate_limit.accept(sweep.stamp_us):
+            self.diag.frame_dropped("rate_limit")   # still accumulated: ingest.lidar kept it as a sweep
+            self._publish_status(sweep.stamp_us, "dropped", reason="rate_limit")
+            return
         self.worker.submit(Job(sweep, received_ns, ingest_ms, notes))
 
     def _on_image(self, camera: str, msg) -> None:

@@ -153,3 +153,30 @@ class JustInTimeGate:
                 and time.monotonic() < deadline:
             with worker._cond:
                 worker._cond.wait(self._poll_s)
+
+
+class SweepRateLimit:
+    """Passes at most ``max_rate_hz`` sweeps per second of sensor time (0: every sweep), always on arrival.
+
+    Why: with a model slower than the LiDAR, the drop-oldest queue keeps the model busy, but each frame it
+    takes has waited for the previous one to finish (half a LiDAR period on average, a whole one at worst)
+    and shares the CPU with the next frame's assembly. A rate the machine sustains lets every passed sweep
+    start the moment it arrives, on an idle CPU. Decided on the sweeps' own stamps, so a replay at any
+    speed, or a machine that stalls, passes the same sweeps. ``tolerance_s`` absorbs stamp jitter; a stamp
+    going backwards (a restarted bag) starts over."""
+
+    def __init__(self, max_rate_hz: float, tolerance_s: float = 0.02):
+        if max_rate_hz < 0:
+            raise ValueError(f"max_rate_hz must be >= 0, got {max_rate_hz}")
+        self.period_us = 0 if max_rate_hz == 0 else int(round(1e6 / max_rate_hz))
+        self.tolerance_us = int(round(tolerance_s * 1e6))
+        self._last_us: int | None = None
+
+    def accept(self, stamp_us: int) -> bool:
+        if self.period_us == 0:
+            return True
+        last = self._last_us
+        if last is None or stamp_us < last or stamp_us - last >= self.period_us - self.tolerance_us:
+            self._last_us = stamp_us
+            return True
+        return False

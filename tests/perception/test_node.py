@@ -414,3 +414,24 @@ def test_map_fusion_off_publishes_each_frame_as_it_is():
         assert (_published_drivable_area(g, second) == 10).all()
     finally:
         g.close()
+
+
+def test_a_rate_limit_processes_every_nth_sweep_on_arrival_and_still_accumulates_the_others():
+    g = NodeGraph(max_rate=10)          # an integer for a float parameter, as a user would type it
+    try:
+        g.publish_camera_info()
+        stamps = [1_900_000_000_000_000 + i * 50_000 for i in range(5)]
+        results = [g.send_frame(s) for s in stamps]
+        assert [r["status"] for r in results] == ["processed", "dropped", "processed", "dropped", "processed"]
+        assert {r.get("reason") for r in results if r["status"] == "dropped"} == {"rate_limit"}
+        assert g.counter("dropped:rate_limit") == 2
+        # the skipped sweep is still the processed one's earlier sweep (sweeps: 2)
+        np.testing.assert_allclose(np.unique(g.pipeline.frames[-1].points[:, 4]), [0.0, 0.05], atol=1e-6)
+    finally:
+        g.close()
+
+
+def test_a_non_numeric_float_parameter_is_a_clear_start_up_error():
+    from bevfusion_ros.errors import UserError
+    with pytest.raises(UserError, match="max_rate must be a number"):
+        NodeGraph(max_rate="fast")

@@ -121,3 +121,20 @@ def test_a_gated_pipeline_processes_the_newest_item_and_drops_the_rest():
     assert assembly.wait_idle(5) and model.wait_idle(5)
     assembly.stop(), model.stop()
     assert done[-1] == 49 and sorted(done + dropped) == list(range(50))
+
+
+def test_the_rate_limit_passes_one_sweep_per_period_of_sensor_time_with_jitter_tolerated():
+    from bevfusion_ros.perception.worker import SweepRateLimit
+    limit = SweepRateLimit(5.0)                        # 20 Hz LiDAR -> every 4th sweep
+    stamps = [i * 50_000 + (i % 3) * 700 for i in range(16)]       # +-0.7 ms of stamp jitter
+    assert [i for i, s in enumerate(stamps) if limit.accept(s)] == [0, 4, 8, 12]
+
+
+def test_the_rate_limit_starts_over_when_stamps_go_backwards_and_zero_means_every_sweep():
+    from bevfusion_ros.perception.worker import SweepRateLimit
+    limit = SweepRateLimit(5.0)
+    assert limit.accept(1_000_000) and not limit.accept(1_050_000)
+    assert limit.accept(500_000)                       # a restarted bag
+    assert not limit.accept(550_000)
+    every = SweepRateLimit(0)
+    assert all(every.accept(s) for s in (0, 1, 2, 2))

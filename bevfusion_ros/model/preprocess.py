@@ -114,7 +114,7 @@ class Preprocessor:
     def __init__(self, config: ModelConfig):
         self.config = config
 
-    def check_frame(self, frame: Frame) -> np.ndarray:
+    def check_frame(self, frame: Frame, check_cameras: bool = True) -> np.ndarray:
         points = np.asarray(frame.points)
         if points.ndim != 2 or points.shape[1] < 4:
             raise ValueError(f"frame.points must be [N, 5] (x, y, z, intensity, dt) or [N, 4], got {points.shape}")
@@ -124,10 +124,14 @@ class Preprocessor:
         finite = np.isfinite(points).all(1)
         if not finite.all():
             points = points[finite]
+        if check_cameras:
+            self.check_cameras(frame)
+        return points
+
+    def check_cameras(self, frame: Frame) -> None:
         if len(frame.cameras) != self.config.num_cameras:
             raise ValueError(f"frame has {len(frame.cameras)} cameras, the model expects {self.config.num_cameras} "
                              "(masked cameras must still be listed, with image=None)")
-        return points
 
     def camera_geometry(self, frame: Frame) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(images [N,H,W,3] uint8, K [N,3,3], T_lidar_cam [N,4,4], image_aug [N,3,3], mask [N])."""
@@ -166,13 +170,15 @@ class Preprocessor:
         inputs.update(self.camera_inputs(frame, inputs["points"][0], device))
         return inputs
 
-    def lidar_inputs(self, frame: Frame, device: str | torch.device = "cpu") -> dict:
-        """``{"points": [points [N, 5]]}``, checked (``ValueError`` on a bad frame)."""
-        return {"points": [torch.from_numpy(self.check_frame(frame)).to(device)]}
+    def lidar_inputs(self, frame: Frame, device: str | torch.device = "cpu", check_cameras: bool = True) -> dict:
+        """``{"points": [points [N, 5]]}``, checked (``ValueError`` on a bad frame; ``check_cameras=False``
+        when the cameras come later, see PerceptionPipeline.infer)."""
+        return {"points": [torch.from_numpy(self.check_frame(frame, check_cameras)).to(device)]}
 
     def camera_inputs(self, frame: Frame, points: torch.Tensor, device: str | torch.device = "cpu") -> dict:
         """Images, camera geometry and mask, and the LiDAR depth maps (which need ``points``): everything
         the camera branch reads, so that it can be prepared on a thread of its own."""
+        self.check_cameras(frame)
         images, Ks, Ts, augs, mask = self.camera_geometry(frame)
         inputs = {
             "images": normalize_images(images, self.config)[None].to(device),

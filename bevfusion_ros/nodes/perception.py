@@ -131,6 +131,8 @@ class Job:
     assemble_ms: float = 0.0
     assemble_parts_ms: dict = field(default_factory=dict)
     assembled_at: float = 0.0               # time.perf_counter()
+    cameras: object = None                  # assembler.PendingCameras: finished by the model stage
+    assembly_notes: list[str] = field(default_factory=list)
 
 
 def resolve(path: str) -> Path:
@@ -481,7 +483,7 @@ class PerceptionNode(Node):
         sweep = job.sweep
         start = time.perf_counter()
         try:
-            frame, notes = self.assembler.assemble(sweep)
+            frame, notes, cameras = self.assembler.assemble_deferred(sweep)
         except InputRejected as err:
             self._bad_input(err.reason, f"LiDAR {sweep.stamp_us} us: {err.detail}")
             self.diag.frame_dropped(err.reason)
@@ -489,7 +491,10 @@ class PerceptionNode(Node):
             return
         for note in notes:
             self._bad_input(note, f"LiDAR {sweep.stamp_us} us: {note}")
-        job.frame, job.notes = frame, job.notes + notes
+        # the cameras are finished by the model stage (the LiDAR branch starts while they decode); their
+        # notes are appended to assembly_notes then
+        job.frame, job.cameras, job.assembly_notes = frame, cameras, notes
+        job.notes = job.notes + notes
         job.assembled_at = time.perf_counter()
         job.assemble_ms = (job.assembled_at - start) * 1e3
         job.assemble_parts_ms = dict(self.assembler.last_timings_ms)
@@ -511,7 +516,14 @@ class PerceptionNode(Node):
             # vision_msgs and markers (hundreds of Python message objects) on their own thread, off the model's
             self.secondary.submit((detections, header))
 
-        result = self.pipeline.infer(frame, on_detections=publish_detections)
+        seen_notes = len(job.assembly_notes)
+        try:
+            result = self.pipeline.infer(frame, on_detections=publish_detections, cameras=job.cameras)
+        finally:
+            for note in job.assembly_notes[seen_notes:]:      # the cameras' (masked, decode errors)
+                self._bad_input(note, f"LiDAR {sweep.stamp_us} us: {note}")
+                job.notes.append(note)
+        job.assemble_parts_ms["images"] = job.cameras.elapsed_ms
         if not published_detections:  # a frame the pipeline answered without running the heads
             publish_detections(result.detections)
         inferred = published_detections["at"]

@@ -200,6 +200,24 @@ def accumulate_sweeps(pivot_points: np.ndarray, pivot_stamp_us: int, T_map_lidar
     return out
 
 
+class PendingCameras:
+    """A frame's cameras still being decoded (:meth:`FrameAssembler.assemble_deferred`): calling it waits
+    for them and returns them (once; later calls return the same list). ``elapsed_ms``: how long the call
+    waited and worked."""
+
+    def __init__(self, finish: Callable[[], list[CameraInput]]):
+        self._finish = finish
+        self._cameras: list[CameraInput] | None = None
+        self.elapsed_ms = 0.0
+
+    def __call__(self) -> list[CameraInput]:
+        if self._cameras is None:
+            start = time.perf_counter()
+            self._cameras = self._finish()
+            self.elapsed_ms = (time.perf_counter() - start) * 1e3
+        return self._cameras
+
+
 class FrameAssembler:
     """Buffers the latest inputs and builds Frames. Thread-safe: ingestion and assembly may run on
     different threads."""
@@ -367,6 +385,17 @@ class FrameAssembler:
         """Build the Frame pivoted on ``sweep``. Returns ``(frame, notes)``; notes name what was left out
         (``no_ego_pose``, ``camera_masked:<CAM>:<reason>``, ...). Raises :class:`InputRejected` when the
         LiDAR frame itself is unknown."""
+        frame, notes, cameras = self.assemble_deferred(sweep)
+        cameras()
+        self.last_timings_ms["images"] = cameras.elapsed_ms
+        return frame, notes
+
+    def assemble_deferred(self, sweep: Sweep) -> tuple[Frame, list[str], "PendingCameras"]:
+        """:meth:`assemble` in two steps: the frame with its points and poses but no cameras yet
+        (``cameras == []``), with this frame's images already decoding on the decoder threads; and
+        ``cameras()``, which waits for them, sets ``frame.cameras`` and returns them (appending its notes
+        to ``notes``). The node hands the first part to the model, whose LiDAR branch starts while the
+        images finish decoding."""
         cfg = self.config
         notes: list[str] = []
         start = time.perf_counter()
@@ -406,16 +435,19 @@ class FrameAssembler:
                                    cfg.remove_close_radius, pad_to)
         T_lidar_base = geo.invert_transform(T_base_lidar)
         accumulated = time.perf_counter()
-        for job in decoding:
-            job.result()                   # _Image.get() never raises: a bad JPEG decodes to None
-        cameras = [self._camera_input(name, images[name], infos.get(name), sweep, T_lidar_base,
-                                      T_map_lidar_now, notes) for name in cfg.camera_names]
         T_global_ego = None if T_map_lidar_now is None else T_map_lidar_now @ T_lidar_base
-        frame = Frame(stamp_us=sweep.stamp_us, points=points, cameras=cameras, T_ego_lidar=T_base_lidar,
+        frame = Frame(stamp_us=sweep.stamp_us, points=points, cameras=[], T_ego_lidar=T_base_lidar,
                       T_global_ego=T_global_ego, frame_id=sweep.frame_id)
-        self.last_timings_ms = {"wait": (waited - start) * 1e3, "sweeps": (accumulated - waited) * 1e3,
-                                "images": (time.perf_counter() - accumulated) * 1e3}
-        return frame, notes
+
+        def finish() -> list[CameraInput]:
+            for job in decoding:
+                job.result()               # _Image.get() never raises: a bad JPEG decodes to None
+            frame.cameras = [self._camera_input(name, images[name], infos.get(name), sweep, T_lidar_base,
+                                                T_map_lidar_now, notes) for name in cfg.camera_names]
+            return frame.cameras
+
+        self.last_timings_ms = {"wait": (waited - start) * 1e3, "sweeps": (accumulated - waited) * 1e3}
+        return frame, notes, PendingCameras(finish)
 
     def _closest(self, images: list[_Image], stamp_us: int) -> _Image | None:
         """The image closest in time to ``stamp_us`` within the delay (ties: the newer one)."""

@@ -9,9 +9,11 @@ Protocol: pickled messages over the child's stdin/stdout (``subprocess``, not ``
 spawned multiprocessing child re-imports the parent's ``__main__``, here a ROS node). The child moves its
 stdout file descriptor aside before importing anything, so library prints cannot corrupt the stream; its
 stderr is the parent's. A frame is ~4 MB (3 sweeps of points, six images decoded at 1/4): ~2-4 ms each way.
-Requests: ``("init", config)``, ``("infer", frame, early)``, ``("exit",)``. Replies to ``infer``: with
-``early``, first ``("detections", detections)`` as soon as they exist, then ``("result", result, plan
-rebuilds)`` (or ``("error", class name, message)``).
+Requests: ``("init", config)``, ``("infer", frame, early, late_cameras)``, ``("exit",)``; with
+``late_cameras`` the frame's cameras follow in a ``("cameras", list)`` message once the parent has them
+(the child's LiDAR branch runs meanwhile). Replies to ``infer``: with ``early``, first ``("detections",
+detections)`` as soon as they exist, then ``("result", result, plan rebuilds)`` (or ``("error", class
+name, message)``).
 
 Faults: an exception in the child comes back as the same error class name and message (``UserError``
 stays a ``UserError``) and the child goes on. If the child dies (killed, out of memory, a segfault in a
@@ -32,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from bevfusion_ros.errors import UserError
-from bevfusion_ros.frame import Detections, Frame, PerceptionResult
+from bevfusion_ros.frame import CameraInput, Detections, Frame, PerceptionResult
 
 
 class ModelProcessDied(RuntimeError):
@@ -142,11 +144,14 @@ class ModelProcess:
             code = self._proc.poll()
             raise ModelProcessDied(f"the model process exited (code {code}): {type(err).__name__}") from None
 
-    def infer(self, frame: Frame, on_detections: Callable[[Detections], None] | None = None) -> PerceptionResult:
+    def infer(self, frame: Frame, on_detections: Callable[[Detections], None] | None = None,
+              cameras: Callable[[], list[CameraInput]] | None = None) -> PerceptionResult:
         """:meth:`PerceptionPipeline.infer` in the child. With ``on_detections`` the child sends the
         detections as soon as they exist, and they are handed to it here (on this thread) while the child
-        finishes the map. An exception from ``on_detections`` is raised after the frame's result has been
-        read, so the stream stays in step."""
+        finishes the map. With ``cameras`` the frame goes first without its cameras, so the child starts
+        the LiDAR branch while ``cameras()`` runs here (the node decodes the images in it); its list then
+        follows (``frame.cameras`` is set from it). An exception from ``on_detections`` or ``cameras`` is
+        raised after the frame's reply has been read, so the stream stays in step."""
         with self._lock:
             if self._proc is None or self._proc.poll() is not None:
                 self._reap()
@@ -155,7 +160,14 @@ class ModelProcess:
             start = time.perf_counter()
             callback_error = None
             try:
-                self._send(("infer", frame, on_detections is not None))
+                self._send(("infer", frame, on_detections is not None, cameras is not None))
+                if cameras is not None:
+                    late = None
+                    try:
+                        late = frame.cameras = cameras()
+                    except Exception as err:  # noqa: BLE001 - re-raised below, once the reply is read
+                        callback_error = err
+                    self._send(("cameras", late))
                 reply = self._receive(self.config.reply_timeout_s)
                 while reply[0] == "detections":
                     if on_detections is not None and callback_error is None:
@@ -194,6 +206,31 @@ def _raise_remote(reply, context: str):
 
 
 # ---------------------------------------------------------------------- child side
+class _LateCameraReader:
+    """The ``("cameras", list)`` message that follows an ``infer`` sent without its cameras: read by the
+    pipeline's camera side when it needs them (:meth:`read`), or skipped afterwards (:meth:`drain`), so
+    exactly one such message is consumed per frame whatever happened to the frame."""
+
+    def __init__(self, stream, expected: bool):
+        self._stream = stream
+        self.expected = expected
+        self._consumed = not expected
+
+    def read(self):
+        self._consumed = True           # before reading: a failed read must not be retried by drain()
+        message = pickle.load(self._stream)
+        if message[0] != "cameras":
+            raise RuntimeError(f"expected the frame's cameras, got {message[0]!r}")
+        if message[1] is None:
+            raise UserError("the node could not prepare this frame's cameras")
+        return message[1]
+
+    def drain(self) -> None:
+        if not self._consumed:
+            self._consumed = True
+            pickle.load(self._stream)
+
+
 def _serve() -> int:
     out = os.fdopen(os.dup(1), "wb", buffering=1 << 20)
     os.dup2(2, 1)                      # anything printed to fd 1 from now on goes to stderr
@@ -225,12 +262,17 @@ def _serve() -> int:
                                               **config.backend_options)
                 reply(("ready",))
             elif kind == "infer":
-                if pipeline is None:
-                    raise RuntimeError("infer before init")
-                cpu_start = time.process_time()
-                early = len(message) > 2 and bool(message[2])
-                result = pipeline.infer(message[1], on_detections=(
-                    (lambda detections: reply(("detections", detections))) if early else None))
+                late = _LateCameraReader(inp, expected=len(message) > 3 and bool(message[3]))
+                try:
+                    if pipeline is None:
+                        raise RuntimeError("infer before init")
+                    cpu_start = time.process_time()
+                    early = len(message) > 2 and bool(message[2])
+                    result = pipeline.infer(message[1], on_detections=(
+                        (lambda detections: reply(("detections", detections))) if early else None),
+                        cameras=late.read if late.expected else None)
+                finally:
+                    late.drain()           # a frame that failed early still has its cameras in the pipe
                 # CPU time of this (single-purpose) process for the frame: against timings_ms["total"] (wall)
                 # it tells a slow model from a descheduled one on a shared machine
                 result.timings_ms["cpu"] = (time.process_time() - cpu_start) * 1e3

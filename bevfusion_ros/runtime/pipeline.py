@@ -16,6 +16,7 @@ and no map. Missing/corrupt checkpoints and config/checkpoint mismatches raise `
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +26,7 @@ import numpy as np
 import torch
 
 from bevfusion_ros.errors import UserError
-from bevfusion_ros.frame import Detections, Frame, PerceptionResult
+from bevfusion_ros.frame import CameraInput, Detections, Frame, PerceptionResult
 from bevfusion_ros.model.bevfusion import BEVFusion
 from bevfusion_ros.model.checkpoint import load_into, read_checkpoint
 from bevfusion_ros.model.config import ModelConfig, load_config
@@ -148,10 +149,12 @@ class PerceptionPipeline:
         return fn(), (time.perf_counter() - start) * 1e3
 
     @torch.inference_mode()          # per thread: this runs on the branch thread
-    def _side_branch(self, frame: Frame, points: list[torch.Tensor]) -> tuple:
+    def _side_branch(self, frame: Frame, points: list[torch.Tensor], cameras: "_LateCameras | None") -> tuple:
         """Everything that does not wait for the sparse encoder, for the second thread: camera inputs,
         camera branch, map raster -> (camera inputs, camera BEV, map raster, timings)."""
         timings: dict[str, float] = {}
+        if cameras is not None:
+            _, timings["cameras_wait"] = self._timed(lambda: cameras.fill(frame))
         camera_inputs, timings["preprocess_camera"] = self._timed(lambda: self._camera_inputs(frame, points[0]))
         camera_bev, camera_timings = self._camera_branch(camera_inputs)
         timings.update(camera_timings)
@@ -160,8 +163,8 @@ class PerceptionPipeline:
             map_raster, timings["map_raster"] = self._timed(lambda: self.model.map_raster(points))
         return camera_inputs, camera_bev, map_raster, timings
 
-    @torch.inference_mode()
-    def infer(self, frame: Frame, on_detections: Callable[[Detections], None] | None = None) -> PerceptionResult:
+    def infer(self, frame: Frame, on_detections: Callable[[Detections], None] | None = None,
+              cameras: Callable[[], list[CameraInput]] | None = None) -> PerceptionResult:
         """One frame -> detections and map. Stage timings (ms) in ``timings_ms``; with
         ``parallel_branches`` the second thread's stages (``preprocess_camera``, ``camera_encoder``,
         ``bev_pool``, ``map_raster``) overlap the LiDAR ones, ``branch_wait`` is how long the LiDAR
@@ -170,7 +173,29 @@ class PerceptionPipeline:
 
         ``on_detections(detections)``, when given, is called as soon as the detections exist, before the
         map is finished (with ``parallel_branches`` the map head may still be running): whoever publishes
-        them need not wait for the map. ``timings_ms["detections"]`` is when that was (ms from the start)."""
+        them need not wait for the map. ``timings_ms["detections"]`` is when that was (ms from the start).
+
+        ``cameras()``, when given, supplies ``frame.cameras`` late (``frame.cameras`` is then set from it):
+        it is called once, on the camera side, so that the LiDAR branch starts while the caller is still
+        decoding the images (the node does; ``cameras_wait`` is how long the camera side waited for
+        them). It is called even when the frame fails or the model has no camera branch, so a caller
+        that hands over work in it never waits in vain."""
+        late = None if cameras is None else _LateCameras(cameras)
+        try:
+            result = self._infer(frame, on_detections, late)
+        except BaseException:
+            if late is not None:
+                try:
+                    late.fill(frame)
+                except Exception:  # noqa: BLE001 - the frame's own error is the one to report
+                    pass
+            raise
+        if late is not None:
+            late.fill(frame)            # no-op when the camera side already did
+        return result
+
+    @torch.inference_mode()
+    def _infer(self, frame: Frame, on_detections, cameras: "_LateCameras | None") -> PerceptionResult:
         timings: dict[str, float] = {}
         start = t = time.perf_counter()
 
@@ -183,14 +208,16 @@ class PerceptionPipeline:
             t = now
 
         try:
-            inputs = self.preprocess.lidar_inputs(frame, self.device)
+            inputs = self.preprocess.lidar_inputs(frame, self.device, check_cameras=cameras is None)
         except ValueError as err:
             raise UserError(f"bad frame: {err}") from None
         config = self.config
         side = None
         if self._branch_pool is not None:
-            side = self._branch_pool.submit(self._side_branch, frame, inputs["points"])
+            side = self._branch_pool.submit(self._side_branch, frame, inputs["points"], cameras)
         else:
+            if cameras is not None:
+                cameras.fill(frame)
             inputs.update(self._camera_inputs(frame, inputs["points"][0]))
         lap("preprocess")
         if side is None and config.use_camera and not bool(inputs["camera_mask"].any()) and not config.use_lidar:
@@ -236,3 +263,19 @@ class PerceptionPipeline:
         lap("postprocess")
         timings["total"] = (time.perf_counter() - start) * 1e3
         return PerceptionResult(detections, bev_map, timings)
+
+
+class _LateCameras:
+    """``frame.cameras`` from a callable, fetched at most once (from whichever thread asks first)."""
+
+    def __init__(self, fetch: Callable[[], list[CameraInput]]):
+        self._fetch = fetch
+        self._lock = threading.Lock()
+        self._done = False
+
+    def fill(self, frame: Frame) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self._done = True
+            frame.cameras = self._fetch()

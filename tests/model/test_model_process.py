@@ -110,3 +110,30 @@ def test_a_failing_detections_callback_is_raised_after_the_result_is_read(child)
     again = child.infer(frame)
     assert len(again.detections) == len(PerceptionPipeline(str(TINY), str(CHECKPOINT)).infer(frame).detections)
     assert child.restarts == restarts
+
+
+def test_cameras_sent_after_the_frame_give_the_same_answer(child):
+    import dataclasses
+    frame = make_frame(num_points=6000, seed=3, masked=("CAM_BACK",), image_hw=(225, 400))
+    whole = child.infer(frame)
+    late = dataclasses.replace(frame, cameras=[])
+    result = child.infer(late, cameras=lambda: frame.cameras)
+    assert late.cameras is frame.cameras
+    np.testing.assert_array_equal(result.detections.boxes, whole.detections.boxes)
+    np.testing.assert_array_equal(result.bev_map.probs, whole.bev_map.probs)
+
+
+def test_a_failure_to_produce_the_cameras_or_a_bad_frame_keeps_the_stream_in_step(child):
+    import dataclasses
+    frame = make_frame(num_points=500, image_hw=(225, 400))
+    restarts = child.restarts
+
+    def broken():
+        raise OSError("decoder gone")
+    with pytest.raises(OSError, match="decoder gone"):
+        child.infer(dataclasses.replace(frame, cameras=[]), cameras=broken)
+    bad = dataclasses.replace(frame, points=np.zeros((10, 2), np.float32), cameras=[])
+    with pytest.raises(UserError, match="bad frame"):          # fails before it needs its cameras
+        child.infer(bad, cameras=lambda: frame.cameras)
+    assert child.infer(dataclasses.replace(frame, cameras=[]), cameras=lambda: frame.cameras).bev_map is not None
+    assert child.restarts == restarts

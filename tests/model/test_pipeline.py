@@ -145,3 +145,41 @@ def test_detections_are_handed_over_before_the_map_is_finished(tiny_checkpoint, 
     result = pipeline.infer(make_frame(num_points=3000, seed=5), on_detections=on_detections)
     assert len(seen) == 1 and seen[0] is result.detections
     assert result.bev_map is not None and 0 < result.timings_ms["detections"] <= result.timings_ms["total"]
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_cameras_handed_over_late_give_the_same_answer_and_are_fetched_once(tiny_checkpoint, parallel):
+    # the node passes the frame without its cameras and a callable that finishes decoding them; the LiDAR
+    # branch starts meanwhile. With parallel_branches the camera side calls it, on its own thread.
+    import dataclasses
+    import threading
+    pipeline = PerceptionPipeline(TINY, tiny_checkpoint, backend="torch", score_threshold=0.0,
+                                  parallel_branches=parallel)
+    frame = make_frame(num_points=3000, seed=6, masked=("CAM_BACK",))
+    whole = pipeline.infer(frame)
+    late = dataclasses.replace(frame, cameras=[])
+    calls = []
+
+    def cameras():
+        calls.append(threading.current_thread().name)
+        return frame.cameras
+    result = pipeline.infer(late, cameras=cameras)
+    assert len(calls) == 1 and late.cameras is frame.cameras
+    assert (calls[0] != threading.current_thread().name) == parallel
+    np.testing.assert_array_equal(result.detections.boxes, whole.detections.boxes)
+    np.testing.assert_array_equal(result.bev_map.probs, whole.bev_map.probs)
+    assert "cameras_wait" in result.timings_ms or not parallel
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_late_cameras_are_still_fetched_when_the_frame_fails_or_are_wrong(tiny_checkpoint, parallel):
+    import dataclasses
+    pipeline = PerceptionPipeline(TINY, tiny_checkpoint, backend="torch", parallel_branches=parallel)
+    frame = make_frame(num_points=500, seed=7)
+    calls = []
+    bad = dataclasses.replace(frame, points=np.zeros((10, 2), np.float32), cameras=[])
+    with pytest.raises(UserError, match="bad frame"):
+        pipeline.infer(bad, cameras=lambda: calls.append(1) or frame.cameras)
+    assert calls == [1]                # whoever produces them is never left waiting
+    with pytest.raises(UserError, match="frame has 2 cameras"):
+        pipeline.infer(dataclasses.replace(frame, cameras=[]), cameras=lambda: frame.cameras[:2])

@@ -40,7 +40,9 @@ class StubPipeline:
         self.map_value: dict[int, float] = {}     # stamp -> drivable_area probability (default 0.5)
         self.early_detections = True              # hand the detections over before returning the result
 
-    def infer(self, frame, on_detections=None):
+    def infer(self, frame, on_detections=None, cameras=None):
+        if cameras is not None:       # the node hands the cameras over late, as PerceptionPipeline takes them
+            frame.cameras = cameras()
         key = tuple(np.round(np.concatenate([c.T_lidar_cam.ravel(), c.intrinsic.ravel()]), 9).tobytes()
                     for c in frame.cameras)
         if key != getattr(self, "_plan_key", None):     # what PerceptionPipeline does with its bev_pool plan

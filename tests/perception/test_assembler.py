@@ -197,6 +197,24 @@ def test_images_are_decoded_once_and_only_when_used():
     assert calls == [1]
 
 
+def test_a_deferred_frame_has_its_points_at_once_and_its_cameras_when_asked():
+    """The node hands the LiDAR part to the model first; the cameras (decoding on the decoder threads
+    meanwhile) follow, with their notes, when the model's camera side asks."""
+    tf, asm = make_rig(sweeps=1, max_camera_lidar_delay_s=0.05, decode_threads=2)
+    K = np.array([[100, 0, 80], [0, 100, 45], [0, 0, 1]], float)
+    for name in CAMERA_NAMES:
+        asm.set_camera_info(name, K, 160, 90, name)
+    asm.add_image("CAM_FRONT", 990_000, "CAM_FRONT", lambda: rgb(value=2))
+    sweep = asm.add_lidar(1_000_000, "LIDAR_TOP", np.ones((3, 4), np.float32) * 5)
+    frame, notes, cameras = asm.assemble_deferred(sweep)
+    assert frame.cameras == [] and len(frame.points) == 3 and notes == []
+    listed = cameras()
+    assert frame.cameras is listed and cameras() is listed                # finished once
+    assert [cam.name for cam in listed] == list(CAMERA_NAMES) and listed[0].image[0, 0, 0] == 2
+    assert set(notes) == {f"camera_masked:{name}:no_recent_image" for name in CAMERA_NAMES[1:]}
+    assert cameras.elapsed_ms >= 0
+
+
 def test_calibration_overrides_tf_extrinsics_and_reports_changes():
     tf, asm = make_rig(sweeps=1)
     asm.set_camera_info("CAM_FRONT", np.diag([100.0, 100.0, 1.0]), 160, 90, "CAM_FRONT")

@@ -216,3 +216,26 @@ def test_scoring_a_subset_of_the_eval_set(tiny_nusc_db, tiny_nusc, tmp_path):
     assert last["map"] == 0.0
     with pytest.raises(ValueError, match="not in the eval set"):
         det_eval.evaluate_submission(tiny_nusc, path, "mini_val", tmp_path / "c", sample_tokens=["nope"])
+
+
+def test_the_ground_truth_is_loaded_once_for_several_submissions_of_one_eval_set(tiny_nusc_db, tiny_nusc, tmp_path,
+                                                                                 monkeypatch):
+    # replay-eval scores three submissions of one eval set; on real nuScenes loading the ground truth is
+    # most of each DetectionEval's set-up. Scoring a subset must not narrow what the next one sees.
+    import nuscenes.eval.detection.evaluate as devkit
+    samples = tiny_nusc_db["samples"]
+    tokens = det_eval.eval_sample_tokens(tiny_nusc, "mini_val")
+    sub = det_eval.build_submission(tokens, {s["token"]: _gt_detections(s) for s in samples[:-1]},
+                                    {s["token"]: det_eval.lidar_to_global(s["T_global_ego"], s["T_ego_lidar"])
+                                     for s in samples})
+    path = det_eval.write_submission(tmp_path / "r.json", sub)
+    monkeypatch.setattr(det_eval, "_GROUND_TRUTH", [None, None, None])
+    loads = []
+    real_load_gt = devkit.load_gt
+    monkeypatch.setattr(devkit, "load_gt", lambda *a, **k: loads.append(1) or real_load_gt(*a, **k))
+    first = det_eval.evaluate_submission(tiny_nusc, path, "mini_val", tmp_path / "a")
+    subset = det_eval.evaluate_submission(tiny_nusc, path, "mini_val", tmp_path / "b", sample_tokens=tokens[:-1])
+    again = det_eval.evaluate_submission(tiny_nusc, path, "mini_val", tmp_path / "c")
+    assert loads == [1]
+    assert subset["map"] == pytest.approx(1.0) and first["map"] < 1.0
+    assert again == first
